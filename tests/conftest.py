@@ -1,0 +1,52 @@
+"""Shared fixtures: a private data cache per test session, and small datasets in their real file formats."""
+import hashlib, os, pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault('MPLBACKEND', 'Agg')
+
+CIFAR_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+
+
+@pytest.fixture(scope='session', autouse=True)
+def data_cache(tmp_path_factory):
+    "Keep every test's datasets out of the user's cache."
+    root = tmp_path_factory.mktemp('mlpipe-data')
+    old = os.environ.get('MLPIPE_DATA')
+    os.environ['MLPIPE_DATA'] = str(root)
+    yield root
+    if old is None: os.environ.pop('MLPIPE_DATA', None)
+    else: os.environ['MLPIPE_DATA'] = old
+
+
+def write_cifar10(root: Path, n_per_batch=20, n_test=30, seed=0) -> dict:
+    """Write a small CIFAR-10 archive in the real python format (cifar-10-batches-py: five data batches,
+    a test batch and batches.meta) under `root`; return {file name: md5} for torchvision's check table."""
+    folder = root/'cifar-10-batches-py'
+    folder.mkdir(parents=True, exist_ok=True)
+    g = np.random.default_rng(seed)
+    def batch(n, label):
+        return {'batch_label': label, 'labels': g.integers(0, 10, n).tolist(),
+                'data': g.integers(0, 256, (n, 3072), dtype=np.uint8), 'filenames': [f'{i}.png' for i in range(n)]}
+    files = {f'data_batch_{i}': batch(n_per_batch, f'training batch {i} of 5') for i in range(1, 6)}
+    files['test_batch'] = batch(n_test, 'testing batch 1 of 1')
+    files['batches.meta'] = {'label_names': CIFAR_CLASSES, 'num_cases_per_batch': n_per_batch, 'num_vis': 3072}
+    md5 = {}
+    for name, obj in files.items():
+        data = pickle.dumps(obj)
+        (folder/name).write_bytes(data)
+        md5[name] = hashlib.md5(data).hexdigest()
+    return md5
+
+
+@pytest.fixture
+def cifar_md5(monkeypatch):
+    "Point torchvision's CIFAR-10 MD5 table at the files `write_cifar10` made (the check itself still runs)."
+    from torchvision import datasets
+    def use(md5: dict):
+        monkeypatch.setattr(datasets.CIFAR10, 'train_list', [[f'data_batch_{i}', md5[f'data_batch_{i}']] for i in range(1, 6)])
+        monkeypatch.setattr(datasets.CIFAR10, 'test_list', [['test_batch', md5['test_batch']]])
+        monkeypatch.setattr(datasets.CIFAR10, 'meta', {'filename': 'batches.meta', 'key': 'label_names', 'md5': md5['batches.meta']})
+    return use
