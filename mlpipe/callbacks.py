@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from .distributed import is_main_process
+
 # %% auto #0
 __all__ = ['RESERVED', 'EVENTS', 'Callback', 'History', 'ProgressBar', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
            'Checkpoint', 'EarlyStopping', 'CSVLogger', 'TensorBoardLogger']
@@ -62,10 +64,14 @@ class History(Callback):
 
 # %% ../nbs/02a_callbacks.ipynb #5a0dbdb2
 def _can_draw_bar() -> bool:
-    "Whether a progress bar can be drawn here: in a notebook (tqdm.auto's widget) or a terminal."
-    from tqdm.auto import tqdm as auto_tqdm
-    from tqdm.std import tqdm as text_tqdm
-    return auto_tqdm is not text_tqdm or sys.stderr.isatty()
+    "Whether a progress bar can be drawn here: in a Jupyter kernel (tqdm.auto's widget) or a terminal."
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except ImportError: shell = None
+    # a Jupyter kernel runs IPKernelApp; plain IPython, execnb (nbdev_test) and pipes get plain lines instead
+    in_kernel = shell is not None and 'IPKernelApp' in getattr(shell, 'config', {})
+    return in_kernel or sys.stderr.isatty()
 
 class ProgressBar(Callback):
     "A tqdm bar for each epoch where one can be drawn, and a line with each epoch's numbers."
@@ -73,7 +79,9 @@ class ProgressBar(Callback):
     def __init__(self, bar: bool | None = None, # None: a bar in a notebook or a terminal, only lines elsewhere
                 ): self.bar, self.pbar = bar, None
 
-    def before_fit(self, trainer): self.show_bar = _can_draw_bar() if self.bar is None else self.bar
+    def before_fit(self, trainer):
+        self.shows = is_main_process()  # under torchrun, one bar and one line per epoch: rank 0's
+        self.show_bar = self.shows and (_can_draw_bar() if self.bar is None else self.bar)
 
     def before_epoch(self, trainer):
         from tqdm.auto import tqdm
@@ -91,6 +99,7 @@ class ProgressBar(Callback):
 
     def after_epoch(self, trainer):
         self.after_fit(trainer)
+        if not self.shows: return
         numbers = '  '.join(f'{k} {v:.4g}' for k, v in trainer.record.items() if k != 'epoch')
         print(f"epoch {trainer.epoch}/{trainer.epochs}  {numbers}  ({time.perf_counter() - self.start:.1f}s)", flush=True)
 
@@ -178,14 +187,17 @@ class Checkpoint(Callback):
         if trainer.epoch == 0: self.best = None  # a new run; a resumed one had its best restored
 
     def after_step(self, trainer):
-        if self.every_n_steps and trainer.step % self.every_n_steps == 0: save_checkpoint(self._state(trainer), self.last_path)
+        if self.every_n_steps and trainer.step % self.every_n_steps == 0: self._save(self._state(trainer), self.last_path)
 
     def after_epoch(self, trainer):
         improved = _improved(trainer.record[self.monitor], self.best, self.mode)
         if improved: self.best = trainer.record[self.monitor]
         state = self._state(trainer)
-        if improved: save_checkpoint(state, self.best_path)
-        save_checkpoint(state, self.last_path)
+        if improved: self._save(state, self.best_path)
+        self._save(state, self.last_path)
+
+    def _save(self, state: dict, path: Path):
+        if is_main_process(): save_checkpoint(state, path)  # every process makes the state (an exchange), rank 0 writes it
 
     def _state(self, trainer) -> dict:
         state = trainer.state_dict()  # raises NonFiniteLossError rather than return a state reached through a bad loss
@@ -219,7 +231,7 @@ class EarlyStopping(Callback):
         if _improved(value, self.best, self.mode, self.min_delta): self.best, self.wait = value, 0
         else: self.wait += 1
         if self.wait >= self.patience:
-            print(f"EarlyStopping: {self.monitor} has not improved for {self.patience} epochs; stopping after epoch {trainer.epoch}.")
+            if is_main_process(): print(f"EarlyStopping: {self.monitor} has not improved for {self.patience} epochs; stopping after epoch {trainer.epoch}.")
             trainer.stop()
 
     def state_dict(self) -> dict: return {'best': self.best, 'wait': self.wait}
@@ -232,6 +244,7 @@ class CSVLogger(Callback):
     def __init__(self, path: str | Path = 'history.csv', # the file; its folder is created when needed
                 ): self.path = Path(path)
     def after_epoch(self, trainer):
+        if not is_main_process(): return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         trainer.history.to_csv(self.path)
 
@@ -246,10 +259,12 @@ class TensorBoardLogger(Callback):
 
     def before_fit(self, trainer):
         from torch.utils.tensorboard import SummaryWriter
+        if not is_main_process(): return
         # a resumed run drops what the interrupted one logged after its checkpoint
         self.writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch + 1 if trainer.epoch else None)
 
     def after_epoch(self, trainer):
+        if self.writer is None: return  # under torchrun only rank 0 has one
         for key, value in trainer.record.items():
             if key != 'epoch': self.writer.add_scalar(key, value, trainer.record['epoch'])
         self.writer.flush()

@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets
 from torchvision import transforms as T
 
+from .distributed import get_local_rank, get_rank, get_world_size
+
 # %% auto #0
 __all__ = ['DATASETS', 'DEBIAN_FASHION_MNIST', 'SAMPLE_DIR', 'MNIST_FILES', 'AUGMENT', 'DataError', 'default_root', 'load_image',
            'get_dataset', 'as_tensors', 'compute_stats', 'get_transforms', 'split_indices', 'augment_batch',
@@ -224,22 +226,40 @@ def augment_batch(x: torch.Tensor, # uint8 images [B, C, H, W]
                   padding: int, # zero padding before the random crop
                   flip: bool, # random horizontal flip
                   generator: torch.Generator, # source of the random crop offsets and flips
+                  first: int = 0, # `x` is rows `first` to `first + B` of a batch drawn for as a whole (a process's share)
+                  total: int | None = None, # the rows of that whole batch; default B
                  ) -> torch.Tensor:
     "Random crop with zero padding and random horizontal flip, drawn per image, for a whole batch in one gather."
     B, C, H, W = x.shape
+    mine = slice(first, first + B)  # draw for the whole batch, keep this share's: its images get what one process gives them
+    total = B if total is None else total
     if padding: x = F.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (B, 1), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (B, 1), generator=generator).to(x.device)
+    dy = torch.randint(0, 2 * padding + 1, (total, 1), generator=generator)[mine].to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (total, 1), generator=generator)[mine].to(x.device)
     rows = dy + torch.arange(H, device=x.device)  # [B, H]: which padded rows each image keeps
     cols = dx + torch.arange(W, device=x.device)  # [B, W]
     if flip:
-        flipped = torch.rand(B, 1, generator=generator).to(x.device) < 0.5
+        flipped = torch.rand(total, 1, generator=generator)[mine].to(x.device) < 0.5
         cols = torch.where(flipped, cols.flip(1), cols)  # reading the columns backwards mirrors the image
     b = torch.arange(B, device=x.device)[:, None, None, None]
     c = torch.arange(C, device=x.device)[None, :, None, None]
     return x[b, c, rows[:, None, :, None], cols[:, None, None, :]]
 
 # %% ../nbs/00_data.ipynb #0f59afc5
+def _shares(n: int, batch_size: int, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> list[slice]:
+    "Positions (in the epoch's order) of each batch of process `rank`: its slice of every global batch."
+    step = batch_size * world_size
+    batches = n // step if drop_last else math.ceil(n / step)
+    return [slice(min(i * step + rank * batch_size, n), min(i * step + (rank + 1) * batch_size, n)) for i in range(batches)]
+
+def _check_shares(n: int, batch_size: int, world_size: int, drop_last: bool):
+    "Raise a ValueError unless every process gets samples in every batch (the last process gets the fewest)."
+    last = _shares(n, batch_size, world_size - 1, world_size, drop_last)
+    if not last or last[-1].start == last[-1].stop:
+        raise ValueError(f"{n} training samples are too few for {world_size} processes with batch_size={batch_size}: "
+                         f"process {world_size - 1} would get none. Use fewer processes or a smaller batch size.")
+
+# %% ../nbs/00_data.ipynb #a6d675da
 class MemoryLoader:
     "Batches from a `uint8` image tensor kept on the device: shuffled with `randperm`, augmented per image, normalised in one step."
     def __init__(self,
@@ -252,41 +272,48 @@ class MemoryLoader:
                  device: str | torch.device = 'cpu', # where the data lives and the batches appear
                  seed: int = 0, # seeds the order and the augmentation of every epoch
                  drop_last: bool = False, # skip a last, smaller batch
+                 rank: int = 0, # under torchrun, which process this is: it serves its share of every batch
+                 world_size: int = 1, # under torchrun, how many processes share every batch
                 ):
+        if world_size > 1: _check_shares(len(images), batch_size, world_size, drop_last)
         self.device = torch.device(device)
         self.images, self.labels = images.to(self.device), labels.to(self.device)
         mean = torch.tensor(stats['mean'], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         std = torch.tensor(stats['std'], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.scale, self.shift = 1 / (255 * std), -mean / std  # (x/255 - mean)/std == x*scale + shift
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
-        self.seed, self.drop_last = seed, drop_last
+        self.seed, self.drop_last, self.rank, self.world_size = seed, drop_last, rank, world_size
+        self.shares = _shares(len(images), batch_size, rank, world_size, drop_last)
         self.epoch, self.start_batch = 0, 0
 
-    def __len__(self): return len(self.images) // self.batch_size if self.drop_last else math.ceil(len(self.images) / self.batch_size)
+    def __len__(self): return len(self.shares)
 
     def set_epoch(self, epoch: int, start_batch: int = 0):
         "Use the order and augmentation of `epoch` for the next pass, starting at batch `start_batch`."
         self.epoch, self.start_batch = epoch, start_batch
 
     def __iter__(self):
-        n, bs = len(self.images), self.batch_size
+        n, step = len(self.images), self.batch_size * self.world_size
         order = torch.randperm(n, generator=_generator(self.seed, self.epoch)).to(self.device) if self.shuffle else None
         for i in range(self.start_batch, len(self)):
-            sel = order[i * bs:(i + 1) * bs] if self.shuffle else slice(i * bs, (i + 1) * bs)
+            share = self.shares[i]
+            sel = order[share] if self.shuffle else share
             x, y = self.images[sel], self.labels[sel]
-            if self.augment: x = augment_batch(x, self.augment['padding'], self.augment['flip'], _generator(self.seed, self.epoch, i))
+            if self.augment: x = augment_batch(x, self.augment['padding'], self.augment['flip'], _generator(self.seed, self.epoch, i),
+                                               first=share.start - i * step, total=min(step, n - i * step))
             yield torch.addcmul(self.shift, x.float(), self.scale), y
         self.start_batch = 0
 
 # %% ../nbs/00_data.ipynb #128155a8
 class _EpochSampler(Sampler):
-    "Yields (epoch, index) pairs in the epoch's seeded order, from a start position."
-    def __init__(self, indices, shuffle, seed):
-        self.indices, self.shuffle, self.seed, self.epoch, self.start = torch.as_tensor(indices), shuffle, seed, 0, 0
-    def __len__(self): return len(self.indices) - self.start
+    "Yields (epoch, index) pairs of this process's shares of the epoch's seeded order, from a start batch."
+    def __init__(self, indices, shuffle, seed, shares):
+        self.indices, self.shuffle, self.seed, self.shares = torch.as_tensor(indices), shuffle, seed, shares
+        self.epoch, self.start = 0, 0
+    def __len__(self): return sum(s.stop - s.start for s in self.shares[self.start:])
     def __iter__(self):
         idx = self.indices[torch.randperm(len(self.indices), generator=_generator(self.seed, self.epoch))] if self.shuffle else self.indices
-        return iter([(self.epoch, i) for i in idx[self.start:].tolist()])
+        return iter([(self.epoch, i) for share in self.shares[self.start:] for i in idx[share].tolist()])
 
 class _SeededTransform(Dataset):
     "A dataset whose random transform for sample i in epoch e always draws the same numbers."
@@ -310,22 +337,23 @@ class TorchLoader:
                  device: str | torch.device = 'cpu', # where the batches appear
                  seed: int = 0, # seeds the order and the augmentation of every epoch
                  drop_last: bool = False, # skip a last, smaller batch
-                 num_workers: int | None = None, # worker processes; default: one per CPU core, at most 8
+                 num_workers: int | None = None, # worker processes; default: one per CPU core (shared by torchrun's processes), at most 8
+                 rank: int = 0, # under torchrun, which process this is: it serves its share of every batch
+                 world_size: int = 1, # under torchrun, how many processes share every batch
                 ):
+        if world_size > 1: _check_shares(len(indices), batch_size, world_size, drop_last)
         self.device, self.batch_size, self.drop_last = torch.device(device), batch_size, drop_last
-        if num_workers is None: num_workers = min(8, os.cpu_count() or 1)
-        self.sampler = _EpochSampler(indices, shuffle, seed)
+        if num_workers is None: num_workers = min(8, max(1, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
+        self.sampler = _EpochSampler(indices, shuffle, seed, _shares(len(indices), batch_size, rank, world_size, drop_last))
+        # the sampler yields whole shares of batch_size, so the DataLoader's batches are exactly the shares
         self.loader = DataLoader(_SeededTransform(dataset, transform, seed), batch_size=batch_size, sampler=self.sampler,
-                                 num_workers=num_workers, drop_last=drop_last, persistent_workers=num_workers > 0,
-                                 pin_memory=self.device.type == 'cuda')
+                                 num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=self.device.type == 'cuda')
 
-    def __len__(self):
-        n = len(self.sampler.indices)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+    def __len__(self): return len(self.sampler.shares)
 
     def set_epoch(self, epoch: int, start_batch: int = 0):
         "Use the order and augmentation of `epoch` for the next pass, starting at batch `start_batch`."
-        self.sampler.epoch, self.sampler.start = epoch, start_batch * self.batch_size
+        self.sampler.epoch, self.sampler.start = epoch, start_batch
 
     def __iter__(self):
         for x, y in self.loader: yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -355,8 +383,8 @@ class DataLoaders:
 
 # %% ../nbs/00_data.ipynb #f2ee91eb
 def default_device() -> torch.device:
-    "The best device here: CUDA, then Apple's MPS, then the CPU."
-    if torch.cuda.is_available(): return torch.device('cuda')
+    "The best device here: CUDA (under torchrun, the GPU of this process's local rank), then Apple's MPS, then the CPU."
+    if torch.cuda.is_available(): return torch.device('cuda', get_local_rank()) if get_world_size() > 1 else torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
@@ -378,6 +406,9 @@ def get_dls(dataset: str = 'fashion_mnist_sample', # a name from `DATASETS`
            ) -> DataLoaders:
     "Train, validation and test loaders for a dataset by name, with its classes, channels, size and statistics."
     _check_positive_int('batch_size', batch_size)
+    # under torchrun each process trains on its share of every batch; evaluation deals out whole batches instead
+    world = get_world_size()
+    shard, step = {'rank': get_rank(), 'world_size': world}, batch_size * world
     if loader not in ('memory', 'torch'): raise ValueError(f"loader must be 'memory' or 'torch', got {loader!r}.")
     device = torch.device(device) if device is not None else default_device()
     train_ds = get_dataset(dataset, root, train=True, download=download)
@@ -397,7 +428,8 @@ def get_dls(dataset: str = 'fashion_mnist_sample', # a name from `DATASETS`
             raise DataError(f"The test images are {tuple(x_test.shape[2:])} and the training images {tuple(x_train.shape[2:])}: "
                             "pass size=(height, width) to resize them alike.")
         def make(x, y, train): return MemoryLoader(x, y, stats, batch_size, shuffle=train, augment=aug if train else None,
-                                                    device=device, seed=seed, drop_last=train and len(x) > batch_size)
+                                                    device=device, seed=seed, drop_last=train and len(x) > step,
+                                                    **(shard if train else {}))
         train, valid, test = make(x_train[train_idx], y_train[train_idx], True), make(x_train[valid_idx], y_train[valid_idx], False), make(x_test, y_test, False)
         channels, hw = x_train.shape[1], tuple(x_train.shape[2:])
     else:
@@ -408,7 +440,8 @@ def get_dls(dataset: str = 'fashion_mnist_sample', # a name from `DATASETS`
         train_tfm = T.Compose(resize + [get_transforms(stats, train=True, size=hw, **aug_kw)])
         eval_tfm = T.Compose(resize + [get_transforms(stats)])
         def make(ds, idx, tfm, train): return TorchLoader(ds, idx, tfm, batch_size, shuffle=train, device=device, seed=seed,
-                                                          drop_last=train and len(idx) > batch_size, num_workers=num_workers)
+                                                          drop_last=train and len(idx) > step, num_workers=num_workers,
+                                                          **(shard if train else {}))
         train = make(train_ds, train_idx, train_tfm, True)
         valid, test = make(train_ds, valid_idx, eval_tfm, False), make(test_ds, range(len(test_ds)), eval_tfm, False)
     return DataLoaders(train, valid, test, list(train_ds.classes), int(channels), hw, stats, dataset, aug)

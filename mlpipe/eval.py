@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 from torchvision.transforms import functional as TF
 
 from .data import load_image
+from .distributed import all_gather, get_world_size, rank_batches
 from .model import create_model
 from .train import CheckpointError, load_checkpoint
 
@@ -112,12 +113,13 @@ def _check_labels(y, num_classes):
 # %% ../nbs/03_eval.ipynb #60d573f5
 def _metric_collection(task: str, num_classes: int | None, device: torch.device) -> MetricCollection:
     "The torchmetrics states a task needs, all updated by one call with `preds`, `target` and the per-sample loss `value`."
+    local = {'sync_on_compute': False}  # under torchrun every process measures every sample: summing them would count it again
     if task == 'classification':
-        checked = {'num_classes': num_classes, 'validate_args': False}  # `_check_labels` has checked the labels already
-        metrics = {'confusion': MulticlassConfusionMatrix(**checked), 'loss': MeanMetric(nan_strategy='disable')}
+        checked = {'num_classes': num_classes, 'validate_args': False, **local}  # `_check_labels` has checked the labels already
+        metrics = {'confusion': MulticlassConfusionMatrix(**checked), 'loss': MeanMetric(nan_strategy='disable', **local)}
         if num_classes >= 5: metrics['top5'] = MulticlassStatScores(**checked, top_k=5, average='micro')
-    else: metrics = {'mse': MeanSquaredError(), 'mae': MeanAbsoluteError(), 'r2': R2Score(),
-                     'loss': MeanMetric(nan_strategy='disable')}  # a NaN loss is reported, not dropped
+    else: metrics = {'mse': MeanSquaredError(**local), 'mae': MeanAbsoluteError(**local), 'r2': R2Score(**local),
+                     'loss': MeanMetric(nan_strategy='disable', **local)}  # a NaN loss is reported, not dropped
     collection = MetricCollection(metrics, compute_groups=False).to(device)
     for name in ('loss', 'mse', 'mae', 'r2'):  # sums in float64; after .to(), which resets a metric's dtype
         if name in collection: collection[name].set_dtype(torch.float64)
@@ -153,7 +155,7 @@ def _update(metrics: MetricCollection, task: str, out: torch.Tensor, sample: dic
     metrics.update(preds=preds, target=target, value=sample['losses'].double())
 
 def _results(task, metrics, samples, classes) -> EvalResult:
-    "The computed (and, under torchrun, synced) metrics and the per-sample tensors, as one `EvalResult` on the CPU."
+    "The computed metrics and the per-sample tensors, as one `EvalResult` on the CPU."
     computed = {k: v.cpu() for k, v in metrics.compute().items()}
     rows = {k: torch.cat([s[k] for s in samples]).cpu() for k in samples[0]}
     if task == 'regression':
@@ -172,12 +174,28 @@ def _results(task, metrics, samples, classes) -> EvalResult:
                       classes=classes, **rows)
 
 # %% ../nbs/03_eval.ipynb #326ff67a
+def _outputs(model: nn.Module, dl: Iterable, device: torch.device, dtype: torch.dtype, tta: bool = False) -> Iterator[tuple]:
+    "Each batch's float outputs and its targets, on `device`, in loader order; under torchrun every process gets them all."
+    def run(x, y):
+        x = x.to(device, dtype) if x.is_floating_point() else x.to(device)
+        out = model(x).float()
+        if tta: out = (out + model(x.flip(-1)).float()) / 2  # the mean of the image's and its mirror image's logits
+        return out, y.to(device)
+    if get_world_size() == 1:
+        for x, y in dl: yield run(x, y)
+        return
+    mine = [(i, *(t.cpu() for t in run(x, y))) for i, (x, y) in rank_batches(dl)]  # on the CPU to be sent
+    for i, out, y in sorted((batch for share in all_gather(mine) for batch in share), key=lambda batch: batch[0]):
+        yield out.to(device), y.to(device)
+
+# %% ../nbs/03_eval.ipynb #a88c175c
 def evaluate(model: nn.Module, # the trained model, on the device it should run on
              dl: Iterable, # batches of (inputs, targets), e.g. `dls.test`; not shuffled, so rows keep their order
              task: str | None = None, # 'classification' or 'regression'; default: from the targets' dtype
              classes: list | None = None, # class names, in label order; default '0', '1', ...
              num_classes: int | None = None, # how many classes; default `len(classes)`, else the model's outputs
              loss_func: Callable | None = None, # the training loss (a torch.nn loss or a functional one); default cross-entropy or MSE
+             tta: bool = False, # test-time flips: score each image by the mean of its and its mirror image's outputs
             ) -> EvalResult:
     "Measure `model` on every batch of `dl`: the task's metrics, the confusion matrix and every sample's result."
     if classes is not None:
@@ -187,9 +205,7 @@ def evaluate(model: nn.Module, # the trained model, on the device it should run 
     device, dtype = _placement(model)
     metrics, samples = None, []
     with _evaluating(model):
-        for x, y in dl:
-            x = x.to(device, dtype) if x.is_floating_point() else x.to(device)
-            out, y = model(x).float(), y.to(device)
+        for out, y in _outputs(model, dl, device, dtype, tta):
             if metrics is None:  # the first batch settles the task and sets up the metrics
                 task, num_classes = _check_task(out, y, task, num_classes)
                 metrics = _metric_collection(task, num_classes, device)

@@ -12,9 +12,12 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .data import default_device
+from .distributed import (all_gather, barrier, broadcast_buffers, get_rank, get_world_size, mean_over_ranks,
+                                rank_batches, sum_over_ranks)
 # a run's record and files are part of the trainer's interface: History, CheckpointError, load_checkpoint and
 # save_checkpoint are imported from here too (from mlpipe.train import load_checkpoint)
 from .callbacks import (EVENTS, RESERVED, Callback, CheckpointError, History, ProgressBar, load_checkpoint,
@@ -28,13 +31,14 @@ __all__ = ['PRECISIONS', 'AUTOCAST_DTYPES', 'SCHEDULES', 'SYNC_EVERY', 'seed_eve
 # %% ../nbs/02_train.ipynb #2c3906d3
 def seed_everything(seed: int, # any whole number; the same seed gives the same run on a CPU
                    ) -> int:
-    "Seed Python's, NumPy's and PyTorch's random number generators (the CPU's and every GPU's)."
+    "Seed Python's, NumPy's and PyTorch's random number generators (the CPU's and every GPU's); under torchrun with seed + rank."
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ValueError(f"seed must be a whole number, got {seed!r}.")
+    seed = int(seed) + get_rank()  # each process its own dropout masks; DDP starts them all from rank 0's weights
     random.seed(seed)
     np.random.seed(seed % 2**32)  # NumPy's legacy seed must fit in 32 bits
     torch.manual_seed(seed)  # seeds every CUDA device as well
-    return int(seed)
+    return seed
 
 def get_rng_state() -> dict:
     "The state of every random number generator training draws from, as plain lists and tensors."
@@ -118,7 +122,10 @@ class BatchAverage:
     def update(self, preds, targets):
         self.total = self.total + self.fn(preds, targets).float() * len(targets)  # stays a device tensor: no sync
         self.count += len(targets)
-    def compute(self): return self.total / max(self.count, 1)
+    def compute(self):
+        if get_world_size() == 1: return self.total / max(self.count, 1)
+        total, count = sum_over_ranks(self.total, self.count)  # under torchrun: the sums of every process's batches
+        return total / max(count, 1)
 
 def as_metrics(metrics: dict | Sequence | None, # {name: metric}, a list of metrics (named by `__name__`), or None
                classification: bool, # None means [accuracy] for classification, nothing otherwise
@@ -216,6 +223,7 @@ class Trainer:
                  accumulate: int = 1, # batches per optimizer step
                  config: dict | None = None, # the run's settings as plain data, saved in checkpoints
                  progress: bool = True, # add a `ProgressBar`
+                 sync_batchnorm: bool = False, # under torchrun on GPUs: BatchNorm statistics of the whole global batch
                 ):
         _check_number('lr', lr); _check_number('accumulate', accumulate, whole=True)
         if grad_clip is not None: _check_number('grad_clip', grad_clip)
@@ -224,8 +232,16 @@ class Trainer:
         self.device = torch.device(device) if device is not None else default_device()
         self.precision = resolve_precision(precision, self.device, model)
         self.channels_last = resolve_channels_last(channels_last, model)
+        self.world_size, self.rank = get_world_size(), get_rank()
+        if sync_batchnorm and self.world_size > 1:
+            if self.device.type != 'cuda':
+                raise ValueError(f"sync_batchnorm needs CUDA GPUs (PyTorch's SyncBatchNorm runs on nothing else), not {self.device.type}: "
+                                 "train without it, and each process normalises with its own share of the batch.")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last else model.to(self.device)
-        self._forward = torch.compile(self.model) if compile else self.model  # checkpoints keep the plain module's weights
+        self._module = torch.compile(self.model) if compile else self.model  # checkpoints keep the plain module's weights
+        # under torchrun, DDP starts every process from rank 0's weights and averages the gradients in `backward`
+        self._forward = DistributedDataParallel(self._module) if self.world_size > 1 else self._module
         classification = loss_func is None or isinstance(loss_func, nn.CrossEntropyLoss)
         self.loss_func = nn.CrossEntropyLoss() if loss_func is None else loss_func
         self.metrics = as_metrics(metrics, classification)
@@ -278,6 +294,7 @@ class Trainer:
                 self._call('after_epoch')
         except _StopTraining: pass
         finally: self._call('after_fit')
+        barrier()  # under torchrun: rank 0 has written its files before any process goes on to read them
         return self.history
 
     def stop(self):
@@ -331,9 +348,11 @@ class Trainer:
         "The blog's loop for one batch: forward, loss, backward and (when `step`) clip, step and zero the gradients."
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.channels_last and x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            loss = self.loss_func(self._forward(x), y)
-        self.scaler.scale(loss * loss_scale if loss_scale != 1 else loss).backward()
+        # under torchrun the gradients are averaged once per optimizer step, not after every accumulated batch
+        with self._forward.no_sync() if self.world_size > 1 and not step else contextlib.nullcontext():
+            with self._autocast():
+                loss = self.loss_func(self._forward(x), y)
+            self.scaler.scale(loss * loss_scale if loss_scale != 1 else loss).backward()
         if step:
             if self.grad_clip is not None:
                 self.scaler.unscale_(self.opt)  # clip the true gradients, not fp16's scaled ones
@@ -341,7 +360,7 @@ class Trainer:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return mean_over_ranks(loss.detach())  # under torchrun every process records, and checks, the same loss
 
     def _sync_loss(self):
         "Copy the epoch's running loss to the host, and stop if a batch's loss was not finite."
@@ -360,35 +379,45 @@ class Trainer:
         if self.dls.valid is None: return {}
         rng = get_rng_state()  # a validation pass must not move the training's random stream
         self.model.eval()
+        broadcast_buffers(self.model)  # under torchrun: every process measures the model rank 0 saves
         total, count = torch.zeros((), device=self.device), 0
         for m in self.metrics.values(): m.reset()
         with torch.no_grad(), self._autocast():
-            for x, y in self.dls.valid:
+            for _, (x, y) in rank_batches(self.dls.valid):  # under torchrun, each process its share of the batches
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 if self.channels_last and x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
-                preds = self._forward(x)
+                preds = self._module(x)
                 total += self.loss_func(preds, y).float() * len(y); count += len(y)
                 for m in self.metrics.values(): m.update(preds, y)
         set_rng_state(rng)
-        return {'valid_loss': total.item() / max(count, 1), **{name: float(m.compute()) for name, m in self.metrics.items()}}
+        total, count = sum_over_ranks(total, count)  # torchmetrics and `BatchAverage` sum over the processes themselves
+        return {'valid_loss': total / max(count, 1), **{name: float(m.compute()) for name, m in self.metrics.items()}}
 
     def state_dict(self) -> dict:
-        "Everything needed to resume this run exactly and to predict with its model, as plain data."
+        "Everything needed to resume this run exactly and to predict with its model, as plain data; under torchrun, call it on every process."
         if self._losses is not None: self._sync_loss()  # never save a state reached through a non-finite loss
         return {'mlpipe_version': __version__, 'model': self.model.state_dict(),
                 'model_config': getattr(self.model, 'config', None), 'data': self.dls.info() if hasattr(self.dls, 'info') else None,
                 'optimizer': self.opt.state_dict(), 'scheduler': self.scheduler.state_dict() if self.scheduler else None,
                 'scaler': self.scaler.state_dict(), 'epoch': self.epoch, 'batch': self.batch, 'step': self.step,
                 'epochs': self.epochs, 'batches_per_epoch': len(self.dls.train), 'data_seed': getattr(self.dls.train, 'seed', None),
-                'batch_losses': self._losses,
-                'rng': get_rng_state(), 'epoch_rng': self._epoch_rng, 'config': self.config,
+                'world_size': self.world_size, 'batch_losses': self._losses,
+                'rng': self._each_process(get_rng_state()), 'epoch_rng': self._each_process(self._epoch_rng), 'config': self.config,
                 'history': [dict(r) for r in self.history.records], 'best': None,
                 'callbacks': {key: cb.state_dict() for key, cb in self._keyed_callbacks()}}
+
+    def _each_process(self, rng):
+        "A random state as it is saved: under torchrun a list of every process's, as each draws its own dropout masks."
+        return rng if self.world_size == 1 else all_gather(rng)
 
     def load_state_dict(self, state: dict, # from `state_dict`, usually through `load_checkpoint`
                        ):
         "Restore a run from `state`: model, optimizer, schedule, position, history, callbacks and random states."
         _check_same_model(self.model, state)
+        saved = state.get('world_size', 1)
+        if saved != self.world_size:  # each process's share of the data and its random state depend on how many there are
+            raise CheckpointError(f"it was saved by a run of {saved} process{'es' * (saved > 1)} and this run has {self.world_size}: "
+                                  f"resume with {saved} (torchrun --nproc-per-node {saved}, or without torchrun for 1).")
         if state['batches_per_epoch'] != len(self.dls.train) or (self.schedule == 'onecycle' and state['epochs'] != self.epochs):
             raise CheckpointError(f"it was saved by a run of {state['epochs']} epochs of {state['batches_per_epoch']} batches, "
                                   f"this one has {self.epochs} of {len(self.dls.train)}: resume with the same epochs and batch size.")
@@ -401,10 +430,11 @@ class Trainer:
         if state['scaler']: self.scaler.load_state_dict(state['scaler'])  # a disabled GradScaler saves {}
         self.epoch, self.batch, self.step = state['epoch'], state['batch'], state['step']
         self._losses = state['batch_losses'].to(self.device) if state['batch_losses'] is not None else None
-        self._epoch_rng, self.history.records = state['epoch_rng'], [dict(r) for r in state['history']]
+        rng, self._epoch_rng = (state['rng'], state['epoch_rng']) if saved == 1 else (state['rng'][self.rank], state['epoch_rng'][self.rank])
+        self.history.records = [dict(r) for r in state['history']]
         for key, cb in self._keyed_callbacks(): cb.load_state_dict(state['callbacks'].get(key, {}))
         if self._losses is not None: self._sync_loss()  # the running loss, for the progress bar
-        set_rng_state(state['rng'])
+        set_rng_state(rng)
 
     def _keyed_callbacks(self) -> list:
         "(key, callback) pairs; a key names a callback's state in checkpoints: its class and its rank among its kind."

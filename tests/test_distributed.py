@@ -1,0 +1,187 @@
+"""Training and evaluation under torchrun: 2 CPU processes over gloo on the loopback interface, started the way the
+docs start several machines (a c10d rendezvous endpoint). Checks that rank 0 alone writes files, that 2 processes
+with batches of b train like 1 process with batches of 2b, that a process that dies or stops ends the whole job in
+bounded time and that the run then resumes bit-identical, that `mlpipe train` under torchrun counts every test sample
+once (predictions.csv has a row per sample and metrics.json equals a single-process `mlpipe eval`), and that too
+little data or another number of processes on --resume are refused."""
+import contextlib, csv, io, json, os, shutil, signal, socket, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mlpipe.callbacks import load_checkpoint
+from mlpipe.cli import main
+from test_train_resume import assert_same
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name('distributed_worker.py')
+AUDIT = Path(__file__).with_name('rank_audit')  # its sitecustomize makes any write by rank 1 to the run folder an error
+STEPS_PER_EPOCH = 70  # the sample's 9,000 training images in global batches of 128, the last partial one dropped
+MLPIPE = shutil.which('mlpipe', path=str(Path(sys.executable).parent)) or shutil.which('mlpipe')  # the installed command
+N_TEST = 101  # an odd number of test images: 2 processes cannot split them evenly
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*command, nproc=2) -> list:
+    "torchrun with `nproc` processes on this machine, meeting at a c10d rendezvous endpoint as several machines would."
+    return [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc-per-node', str(nproc),
+            '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'localhost:{free_port()}', *map(str, command)]
+
+
+def env_for(folder: Path, **extra) -> dict:
+    "The environment of a run: one thread per process, and rank 1 forbidden to write in `folder`."
+    path = os.pathsep.join([str(AUDIT), os.environ.get('PYTHONPATH', '')])
+    return {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': path, 'MLPIPE_AUDIT_DIR': str(folder), **extra}
+
+
+def run(command, folder, timeout=180, **env) -> subprocess.CompletedProcess:
+    "Run `command` to its end; past `timeout` seconds, kill it with every process it started, and fail."
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, env=env_for(folder, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try: stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too, not only torchrun
+        proc.communicate()
+        raise
+    done = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    done.seconds = time.perf_counter() - start
+    return done
+
+
+def worker(folder, *args, nproc=2) -> list:
+    args = [str(a) for a in args]
+    return torchrun(WORKER, folder, *args, nproc=nproc) if nproc > 1 else [sys.executable, str(WORKER), str(folder), *args]
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    "The same MLP trained for 2 epochs by 2 processes with batches of 64 and by 1 process with batches of 128."
+    folders = {n: tmp_path_factory.mktemp(f'ddp{n}') for n in (1, 2)}
+    for n, folder in folders.items():
+        done = run(worker(folder, '--batch-size', 128 // n, nproc=n), folder)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return folders
+
+
+def test_only_rank_zero_writes_files(runs):
+    folder = runs[2]  # rank 1 ran under the audit hook: a write would have failed the run
+    assert sorted(p.name for p in folder.iterdir()) == ['best.pt', 'final.pt', 'last.pt', 'result.json']
+    result = json.loads((folder/'result.json').read_text())
+    assert result['n_predictions'] == result['test']['n_samples'] == 2000  # the sample's test split, each image once
+    state = load_checkpoint(folder/'final.pt')
+    assert state['world_size'] == 2 and len(state['rng']) == 2 and state['batches_per_epoch'] == STEPS_PER_EPOCH
+    assert not torch.equal(state['rng'][0]['torch'], state['rng'][1]['torch'])  # each process its own random stream
+
+
+def test_sync_batchnorm_is_refused_on_cpus(runs):
+    refused = json.loads((runs[2]/'result.json').read_text())['sync_batchnorm_refused']  # asked for by the 2 processes
+    assert refused.startswith('sync_batchnorm needs CUDA GPUs'), refused
+    assert json.loads((runs[1]/'result.json').read_text())['sync_batchnorm_refused'] is None  # one process: nothing to sync
+
+
+def test_two_processes_train_like_one_with_twice_the_batch(runs):
+    two, one = (json.loads((runs[n]/'result.json').read_text()) for n in (2, 1))
+    w2, w1 = (load_checkpoint(runs[n]/'final.pt')['model'] for n in (2, 1))
+    weights = max((w2[k] - w1[k]).abs().max().item() for k in w1)
+    valid = abs(two['history'][-1]['valid_loss'] - one['history'][-1]['valid_loss'])
+    test_loss, test_acc = (abs(two['test'][k] - one['test'][k]) for k in ('loss', 'accuracy'))
+    print(f"\n2 x 64 vs 1 x 128, 2 epochs: weights differ by at most {weights:.2g}, valid loss by {valid:.2g}, "
+          f"test loss by {test_loss:.2g}, test accuracy by {test_acc:.2g} "
+          f"({two['test']['accuracy']:.4f} vs {one['test']['accuracy']:.4f})")
+    assert [r['epoch'] for r in two['history']] == [1, 2]
+    assert weights < 1e-4 and valid < 1e-4 and test_loss < 1e-4 and test_acc <= 2 / 2000
+
+
+def test_a_process_that_dies_ends_the_job_and_the_run_resumes_bit_identical(runs, tmp_path):
+    die_at = STEPS_PER_EPOCH + 12  # rank 1 exits mid second epoch; rank 0 saved last.pt at step 80
+    done = run(worker(tmp_path, '--batch-size', 64, '--every', 5, '--die-at', die_at), tmp_path, timeout=120)
+    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"  # start-up included
+    assert 'ChildFailedError' in done.stderr and 'exitcode  : 3' in done.stderr, done.stderr[-3000:]  # torchrun's summary
+    saved = load_checkpoint(tmp_path/'last.pt')
+    assert saved['epoch'] == 1 and 0 < saved['batch'] < STEPS_PER_EPOCH and not (tmp_path/'final.pt').exists()
+    done = run(worker(tmp_path, '--batch-size', 64, '--resume'), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same(load_checkpoint(tmp_path/'final.pt'), load_checkpoint(runs[2]/'final.pt'))
+
+
+def test_a_process_that_stops_answering_ends_the_job_after_the_timeout(tmp_path):
+    done = run(worker(tmp_path, '--hang-at', 3), tmp_path, timeout=120, MLPIPE_DIST_TIMEOUT='3')
+    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"  # not the default 300s
+    assert 'Timed out' in done.stderr and 'ChildFailedError' in done.stderr, done.stderr[-3000:]
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory) -> Path:
+    "A folder dataset of 8x8 images of two classes told apart by brightness: 120 to train on, 101 to test."
+    root, g = tmp_path_factory.mktemp('images'), np.random.default_rng(0)
+    for split, counts in (('train', (60, 60)), ('test', (51, 50))):
+        for label, count in enumerate(counts):
+            (root/split/f'class{label}').mkdir(parents=True)
+            for i in range(count):
+                pixels = g.integers(0, 160, (8, 8, 3)) + 90 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(root/split/f'class{label}'/f'{i}.png')
+    (root/'tiny.yaml').write_text(f"dataset: folder:{root}\nmodel: mlp\nmodel_args: {{hidden: [16]}}\nepochs: 1\n")
+    return root
+
+
+@pytest.fixture(scope='module')
+def cli_run(images, tmp_path_factory):
+    "`mlpipe train` under torchrun with 2 processes; returns the run folder and what the job printed."
+    folder = tmp_path_factory.mktemp('cli')/'run'
+    done = run(torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 16, '--out', folder), folder)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return folder, done.stdout
+
+
+def test_mlpipe_train_under_torchrun_writes_and_prints_once(cli_run):
+    folder, stdout = cli_run
+    names = sorted(p.name for p in folder.iterdir())  # rank 1 ran under the audit hook: it wrote none of them
+    assert [n for n in names if not n.endswith('.png')] == sorted(['best.pt', 'config.yaml', 'history.csv', 'last.pt',
+                                                                   'metrics.json', 'predictions.csv', 'report.md'])
+    assert stdout.count('run folder:') == 1 and stdout.count('epoch 1/1') == 1 and 'x 2 processes' in stdout, stdout
+    rows = list(csv.DictReader(open(folder/'predictions.csv')))
+    assert [int(r['index']) for r in rows] == list(range(N_TEST))
+    assert json.loads((folder/'metrics.json').read_text())['n_samples'] == N_TEST
+
+
+def mlpipe_here(*args) -> tuple[int, list]:
+    "Run `mlpipe ARGS` in this process, with one thread as the torchrun processes had; its exit status and stderr lines."
+    threads, err = torch.get_num_threads(), io.StringIO()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err): status = main([str(a) for a in args])
+    finally: torch.set_num_threads(threads)
+    return status, err.getvalue().splitlines()
+
+
+def test_its_metrics_equal_one_process_evaluating_its_model(cli_run, tmp_path):
+    folder, _ = cli_run
+    assert mlpipe_here('eval', folder/'best.pt', '--out', tmp_path/'eval') == (0, [])
+    for name in ('metrics.json', 'predictions.csv'):
+        assert (tmp_path/'eval'/name).read_text() == (folder/name).read_text(), name
+
+
+def test_mlpipe_resume_with_another_number_of_processes_is_refused(cli_run, tmp_path):
+    folder = tmp_path/'run'
+    shutil.copytree(cli_run[0], folder)
+    (folder/'metrics.json').unlink()  # as if the run had been stopped before its evaluation
+    assert mlpipe_here('train', '--out', folder, '--resume') == (1, [
+        f"mlpipe: error: Cannot resume from {folder/'last.pt'}: it was saved by a run of 2 processes and this run has 1: "
+        "resume with 2 (torchrun --nproc-per-node 2, or without torchrun for 1)."])
+
+
+def test_too_few_training_samples_for_the_processes(images, tmp_path):
+    folder = tmp_path/'run'  # 108 training images cannot give 2 processes a share of each batch of 256
+    done = run(torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--out', folder), folder, timeout=120)
+    assert done.returncode != 0 and not folder.exists()
+    assert ('mlpipe (process 0 of 2): error: 108 training samples are too few for 2 processes with batch_size=256: '
+            'process 1 would get none. Use fewer processes or a smaller batch size.') in done.stderr, done.stderr[-3000:]
