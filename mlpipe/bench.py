@@ -4,20 +4,32 @@
 
 # %% ../nbs/05_bench.ipynb #0c3c9649
 from __future__ import annotations
-import platform, statistics, time
+import json, math, os, platform, statistics, time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
 
-from .data import get_dls
+from .data import default_device, get_dataset, get_dls
+from .model import create_model
+from .train import (Callback, Loaders, Trainer, cpu_has_bf16, resolve_channels_last, resolve_precision,
+                          seed_everything)
+from .cli import DEFAULTS, MODEL_ARGS
 
 # %% auto #0
-__all__ = ['machine', 'bench_data']
+__all__ = ['FULL_EPOCHS', 'RECIPE', 'GOALS', 'machine', 'threads', 'fastest_threads', 'bench_data', 'hand_written_fit',
+           'bench_overhead', 'training_step', 'bench_precision', 'blog_recipe', 'mlpipe_recipe', 'seconds_to',
+           'bench_time_to_accuracy', 'bench_table', 'run_bench', 'plot_time_to_accuracy']
 
 # %% ../nbs/05_bench.ipynb #e32bfcc3
 def machine() -> dict:
     "What the figures were measured on: CPU, cores, torch version, and the GPU if there is one."
-    info = {'cpu': platform.processor() or platform.machine(), 'cores': torch.get_num_threads(),
-            'torch': torch.__version__, 'python': platform.python_version()}
+    info = {'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(), 'threads': torch.get_num_threads(),
+            'torch': torch.__version__, 'python': platform.python_version(), 'native_bf16': cpu_has_bf16()}
     try:  # the CPU's model name is more telling than its architecture
         for line in open('/proc/cpuinfo'):
             if line.startswith('model name'): info['cpu'] = line.split(':', 1)[1].strip(); break
@@ -25,6 +37,29 @@ def machine() -> dict:
     if torch.cuda.is_available(): info['gpu'] = torch.cuda.get_device_name()
     return info
 
+@contextmanager
+def threads(n: int, # PyTorch's intra-op threads inside the block
+           ):
+    "Run the block on `n` threads, then go back to the number there was."
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(before)
+
+def fastest_threads(step: Callable, # one unit of work, e.g. a training step; called 2 * repeats + 2 times per choice
+                    repeats: int = 3, # timed calls per choice; the median counts
+                   ) -> int:
+    "1 thread, the current number or one per core: whichever runs `step()` fastest here, timed interleaved."
+    choices = sorted({1, torch.get_num_threads(), os.cpu_count() or 1})
+    seconds = {n: [] for n in choices}
+    for i in range(repeats):
+        for n in (choices if i % 2 == 0 else choices[::-1]):  # alternate the order: a drift in load favours neither
+            with threads(n):
+                step()  # the first call after a change of threads pays for starting them
+                start = time.perf_counter(); step(); seconds[n].append(time.perf_counter() - start)
+    return min(choices, key=lambda n: statistics.median(seconds[n]))
+
+# %% ../nbs/05_bench.ipynb #5b0fbb75
 def _epoch_seconds(loader, epochs: int) -> list[float]:
     "Seconds for each full pass over `loader` after one warm-up pass, touching every batch."
     times = []
@@ -35,7 +70,6 @@ def _epoch_seconds(loader, epochs: int) -> list[float]:
         if epoch: times.append(time.perf_counter() - start)
     return times
 
-# %% ../nbs/05_bench.ipynb #5b0fbb75
 def bench_data(dataset: str = 'fashion_mnist_sample', # a dataset name, as for `get_dls`
                batch_size: int = 256, # samples per batch
                num_workers: int = 2, # the DataLoader's worker processes
@@ -51,3 +85,299 @@ def bench_data(dataset: str = 'fashion_mnist_sample', # a dataset name, as for `
     return {'dataset': dataset, 'batch_size': batch_size, 'num_workers': num_workers,
             'memory_images_per_s': rates['memory'], 'dataloader_images_per_s': rates['dataloader'],
             'data_speedup': rates['memory'] / rates['dataloader']}
+
+# %% ../nbs/05_bench.ipynb #fa610825
+def hand_written_fit(model: nn.Module, # a classifier
+                     dls, # `DataLoaders` (or anything with `train` and `valid` loaders)
+                     epochs: int, # passes over the training data
+                     lr: float = 4e-3, # the one-cycle schedule's peak
+                    ) -> float:
+    "The blog's loop with the `Trainer`'s default optimizer, schedule and validation; returns the last validation accuracy."
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(dls.train))
+    criterion = nn.CrossEntropyLoss()
+    for epoch in range(epochs):
+        dls.train.set_epoch(epoch)
+        model.train()
+        running_loss = 0.0
+        for x, y in dls.train:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            running_loss += loss.item()
+        model.eval()
+        valid_loss, correct, n = 0.0, 0, 0
+        with torch.no_grad():
+            for x, y in dls.valid:
+                out = model(x)
+                valid_loss += criterion(out, y).item() * len(y); correct += (out.argmax(1) == y).sum().item(); n += len(y)
+    return correct / n
+
+def _trainer_fit(model, dls, epochs, lr=4e-3):
+    "The same work through the `Trainer`: its defaults, but the hand-written loop's layout and precision."
+    Trainer(model, dls, lr=lr, device='cpu', precision='fp32', channels_last=False, progress=False).fit(epochs)
+
+def bench_overhead(model_args: dict, # `create_model`'s arguments, e.g. {'name': 'cnn', 'widths': [16, 32, 64]}
+                   dataset: str = 'fashion_mnist_sample', # a dataset name, as for `get_dls`
+                   batch_size: int = 256, # samples per batch
+                   epochs: int = 1, # epochs in each timed run
+                   pairs: int = 5, # timed pairs after a warm-up pair; the median ratio counts
+                   root=None, # where datasets are kept
+                  ) -> dict:
+    "The `Trainer`'s CPU time per epoch over the hand-written loop's, same model, data, batch and steps: a median of pairs."
+    dls = get_dls(dataset, root=root, batch_size=batch_size, device='cpu')
+    def cpu_seconds(fit):
+        seed_everything(0)  # the same initial weights for both
+        model = create_model(**model_args, in_channels=dls.channels, num_classes=dls.num_classes)
+        start = time.process_time(); fit(model, dls, epochs)
+        return (time.process_time() - start) / epochs
+    fits = {'hand_written': hand_written_fit, 'trainer': _trainer_fit}
+    for fit in fits.values(): cpu_seconds(fit)  # warm-up: oneDNN picks its kernels, the allocator fills its caches
+    seconds = {name: [] for name in fits}
+    for i in range(pairs):
+        for name in (list(fits) if i % 2 == 0 else list(fits)[::-1]): seconds[name].append(cpu_seconds(fits[name]))
+    return {'model': model_args, 'dataset': dataset, 'batch_size': batch_size, 'steps_per_epoch': len(dls.train),
+            'hand_written_s': statistics.median(seconds['hand_written']), 'trainer_s': statistics.median(seconds['trainer']),
+            'trainer_overhead': statistics.median(t / h for h, t in zip(seconds['hand_written'], seconds['trainer']))}
+
+# %% ../nbs/05_bench.ipynb #60a064d0
+def _timer(device: torch.device) -> Callable:
+    "Seconds so far: process time on a CPU (other tenants count less), wall time after a sync on a GPU."
+    if device.type != 'cuda': return time.process_time
+    def seconds(): torch.cuda.synchronize(device); return time.perf_counter()
+    return seconds
+
+def training_step(model_args: dict, # `create_model`'s arguments for a CNN
+                  batch_size: int = 256, # samples per step
+                  channels_last: bool = False, # the channels-last memory layout for the model and its input
+                  bf16: bool = False, # the forward pass under bf16 autocast
+                  device: str | torch.device = 'cpu', # where the step runs
+                  image_size: tuple = (1, 28, 28), # channels, height and width of the (random) inputs
+                 ) -> Callable:
+    "A function that runs one training step (forward, loss, backward, AdamW step) of a fresh model on a fixed batch."
+    device, fmt = torch.device(device), torch.channels_last if channels_last else torch.contiguous_format
+    seed_everything(0)
+    model = create_model(**model_args, in_channels=image_size[0], num_classes=10).to(device, memory_format=fmt)
+    x = torch.randn(batch_size, *image_size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    optimizer = torch.optim.AdamW(model.parameters())
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+    return step
+
+def bench_precision(model_args: dict, # `create_model`'s arguments for the CNN
+                    batch_size: int = 256, # samples per step
+                    steps: int = 3, # training steps in each timed run
+                    repeats: int = 5, # timed runs of each choice, interleaved; the median ratio counts
+                    device: str | torch.device | None = None, # default `default_device()`
+                   ) -> dict:
+    "Training-step speed of a CNN in channels-last fp32 and channels-last bf16 autocast, over fp32 NCHW."
+    device = torch.device(device) if device is not None else default_device()
+    choices = {name: training_step(model_args, batch_size, channels_last, bf16, device)
+               for name, channels_last, bf16 in (('fp32', False, False), ('channels_last', True, False), ('bf16_channels_last', True, True))}
+    clock, seconds = _timer(device), {name: [] for name in choices}
+    for step in choices.values(): step()  # warm-up: oneDNN and cuDNN pick their kernels
+    for i in range(repeats):
+        for name in (list(choices) if i % 2 == 0 else list(choices)[::-1]):
+            start = clock()
+            for _ in range(steps): choices[name]()
+            seconds[name].append(clock() - start)
+    speedup = lambda name: statistics.median(f / s for f, s in zip(seconds['fp32'], seconds[name]))
+    model = create_model(**model_args)
+    return {'device': device.type, 'batch_size': batch_size,
+            'native_bf16': torch.cuda.is_bf16_supported() if device.type == 'cuda' else cpu_has_bf16(),
+            'fp32_steps_per_s': steps / statistics.median(seconds['fp32']),
+            'channels_last_speedup': speedup('channels_last'), 'bf16_channels_last_speedup': speedup('bf16_channels_last'),
+            'auto': {'precision': resolve_precision('auto', device, model), 'channels_last': resolve_channels_last('auto', model)}}
+
+# %% ../nbs/05_bench.ipynb #31a5326b
+class _Stopwatch(Callback):
+    "Record each epoch's wall time and test accuracy; stop at the time budget, or once every target is reached."
+    def __init__(self, start: float, budget_s: float, targets: tuple):
+        self.start, self.budget_s, self.targets, self.curve = start, budget_s, targets, []
+    def elapsed(self) -> float: return time.perf_counter() - self.start
+    def after_batch(self, trainer):
+        if self.elapsed() > self.budget_s: trainer.stop()
+    def after_epoch(self, trainer):
+        self.curve.append({'epoch': trainer.epoch, 'seconds': self.elapsed(), 'accuracy': trainer.record['accuracy']})
+        if self.curve[-1]['accuracy'] >= max(self.targets) or self.elapsed() > self.budget_s: trainer.stop()
+
+def blog_recipe(dataset: str, # a dataset name, as for `get_dataset`
+                model_args: dict, # `create_model`'s arguments
+                budget_s: float, # stop after this many seconds of wall time
+                targets: tuple = (0.91, 0.93), # stop once the test accuracy reaches the last of these
+                root=None, # where datasets are kept
+                batch_size: int = 64, # the blog's batch size
+                num_workers: int = 2, # the blog's DataLoader workers
+                device: str | torch.device | None = None, # default `default_device()`
+               ) -> list[dict]:
+    "The blog's recipe: test accuracy and wall time after each epoch, as [{'epoch', 'seconds', 'accuracy'}]."
+    start, curve = time.perf_counter(), []
+    device = torch.device(device) if device is not None else default_device()
+    seed_everything(0)
+    transform = T.Compose([T.ToTensor(), T.Normalize((0.5,), (0.5,))])
+    trainset, testset = (get_dataset(dataset, root, train=train, transform=transform) for train in (True, False))
+    trainloader = DataLoader(trainset, batch_size=batch_size, shuffle=True, num_workers=num_workers)
+    testloader = DataLoader(testset, batch_size=batch_size, num_workers=num_workers)
+    model = create_model(**model_args, in_channels=trainset[0][0].shape[0], num_classes=len(trainset.classes)).to(device)
+    optimizer, criterion = torch.optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss()
+    while not curve or (curve[-1]['accuracy'] < max(targets) and curve[-1]['seconds'] <= budget_s):
+        model.train()
+        for images, labels in trainloader:
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad()
+            loss = criterion(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            if time.perf_counter() - start > budget_s: return curve
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for images, labels in testloader: correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
+        curve.append({'epoch': len(curve) + 1, 'seconds': time.perf_counter() - start, 'accuracy': correct / len(testset)})
+    return curve
+
+def mlpipe_recipe(dataset: str, # a dataset name, as for `get_dls`
+                  recipe: dict, # settings as in `RECIPE`
+                  budget_s: float, # stop after this many seconds of wall time
+                  targets: tuple = (0.91, 0.93), # stop once the test accuracy reaches the last of these
+                  root=None, # where datasets are kept
+                 ) -> list[dict]:
+    "mlpipe's recipe through the `Trainer`, scored on the test split after each epoch, as [{'epoch', 'seconds', 'accuracy'}]."
+    start = time.perf_counter()
+    seed_everything(recipe['seed'])
+    dls = get_dls(dataset, root=root, batch_size=recipe['batch_size'], valid_pct=recipe['valid_pct'], seed=recipe['seed'],
+                  augment=recipe['augment'])
+    model = create_model(recipe['model'], **recipe['model_args'], in_channels=dls.channels, num_classes=dls.num_classes)
+    stopwatch = _Stopwatch(start, budget_s, targets)
+    # the test split stands in for the validation split: the Trainer's per-epoch accuracy is then the test accuracy
+    Trainer(model, Loaders(dls.train, dls.test), lr=recipe['lr'], precision=recipe['precision'], callbacks=[stopwatch],
+            progress=False).fit(recipe['epochs'])
+    return stopwatch.curve
+
+# %% ../nbs/05_bench.ipynb #fa5aa956
+def seconds_to(curve: list[dict], # from `blog_recipe` or `mlpipe_recipe`
+               target: float, # a test accuracy, e.g. 0.91
+              ) -> float | None:
+    "The wall time of the first epoch whose test accuracy reached `target`, or None if none did."
+    return next((point['seconds'] for point in curve if point['accuracy'] >= target), None)
+
+def bench_time_to_accuracy(recipe: dict, # mlpipe's recipe, as `RECIPE`
+                           dataset: str = 'fashion_mnist', # a dataset name
+                           budget_s: float = 300, # wall-time budget of mlpipe's run
+                           baseline_budget_s: float = 270, # wall-time budget of the blog's run
+                           targets: tuple = (0.91, 0.93), # test accuracies to time
+                           root=None, # where datasets are kept
+                          ) -> dict:
+    "Seconds to each target test accuracy for mlpipe's recipe and the blog's, on the same model, with their curves."
+    get_dataset(dataset, root, train=False)  # unpack the files once, outside both clocks
+    curves = {'mlpipe': mlpipe_recipe(dataset, recipe, budget_s, targets, root),
+              'blog': blog_recipe(dataset, {'name': recipe['model'], **recipe['model_args']}, baseline_budget_s, targets, root)}
+    out = {'dataset': dataset, 'budget_s': budget_s, 'baseline_budget_s': baseline_budget_s, 'curves': curves}
+    for target in targets:
+        out[f'seconds_to_{round(target * 100)}'] = seconds_to(curves['mlpipe'], target)
+        out[f'baseline_seconds_to_{round(target * 100)}'] = seconds_to(curves['blog'], target)
+    return out
+
+# %% ../nbs/05_bench.ipynb #0c49289e
+FULL_EPOCHS = 6  # the recipe's epochs on the full Fashion-MNIST: what fits in five minutes on two cores (above)
+RECIPE = {**DEFAULTS, 'model_args': MODEL_ARGS.get(DEFAULTS['model'], {}), 'dataset': 'fashion_mnist', 'epochs': FULL_EPOCHS}
+
+# %% ../nbs/05_bench.ipynb #820d3742
+GOALS = {'data_speedup': ('>=', 10), 'trainer_overhead': ('<=', 1.02), 'seconds_to_93': ('<=', 300), 'speedup_to_91': ('>=', 3)}
+
+def _met(key: str, value) -> str:
+    "'met', 'not met', or '' where the figure has no goal or was not measured."
+    if key not in GOALS or value is None: return ''
+    op, goal = GOALS[key]
+    return 'met' if (value >= goal if op == '>=' else value <= goal) else 'NOT met'
+
+def _seconds(value, budget=None) -> str:
+    return f"{value:.0f} s" if value is not None else (f"> {budget:.0f} s (not reached)" if budget else 'not reached')
+
+def bench_table(r: dict, # the figures `run_bench` returns
+               ) -> str:
+    "The figures of a bench run as a text table, beside their goals."
+    m, speedup = r['machine'], r.get('speedup_to_91')
+    rows = [('figure', 'measured', 'goal', ''),
+            ('data: in-memory loader / DataLoader (2 workers), images/s', f"{r['data_speedup']:.1f}x", '>= 10x', _met('data_speedup', r['data_speedup'])),
+            ('overhead: Trainer / hand-written loop, CPU time per epoch', f"{r['trainer_overhead']:.3f}", '<= 1.02', _met('trainer_overhead', r['trainer_overhead'])),
+            (f"precision: channels-last + bf16 / fp32 NCHW ({'native' if r['precision']['native_bf16'] else 'emulated'} bf16)",
+             f"{r['bf16_channels_last_speedup']:.2f}x", '2.9x where bf16 is native', ''),
+            ("precision: channels-last fp32 / fp32 NCHW", f"{r['channels_last_speedup']:.2f}x", '', f"auto picks {r['precision']['auto']['precision']}"),
+            ('time to 91% test accuracy: mlpipe', _seconds(r['seconds_to_91']), '', ''),
+            ('time to 91% test accuracy: the blog', _seconds(r['baseline_seconds_to_91'], r['baseline_budget_s']), '', ''),
+            ('time to 91%: the blog / mlpipe', '' if speedup is None else f"{'>= ' if r['baseline_seconds_to_91'] is None else ''}{speedup:.1f}x",
+             '>= 3x', _met('speedup_to_91', speedup)),
+            ('time to 93% test accuracy: mlpipe', _seconds(r['seconds_to_93'], r['budget_s']), '<= 300 s', _met('seconds_to_93', r['seconds_to_93'])),
+            ('time to 93% test accuracy: the blog', _seconds(r['baseline_seconds_to_93'], r['baseline_budget_s']), '', '')]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ['  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    head = (f"mlpipe bench on {m['cpu']} ({m['cores']} cores, {m['threads']} thread{'s' * (m['threads'] > 1)} used"
+            f"{', ' + m['gpu'] if 'gpu' in m else ''}), torch {m['torch']}, {r['seconds']:.0f} s in all")
+    return '\n'.join([head, lines[0], '-' * len(lines[0]), *lines[1:]])
+
+def _settings(quick: bool) -> dict:
+    "What each part measures: the full bench, or seconds of each on the sample."
+    if quick: return {'data': {'epochs': 1}, 'overhead': {'model_args': {'name': 'mlp', 'hidden': [32]}, 'pairs': 1},
+                      'precision': {'batch_size': 16, 'steps': 1, 'repeats': 1},
+                      'time': {'dataset': 'fashion_mnist_sample', 'budget_s': 6, 'baseline_budget_s': 6}}
+    cnn = {'name': RECIPE['model'], **RECIPE['model_args']}
+    return {'data': {'epochs': 3}, 'overhead': {'model_args': cnn, 'pairs': 5}, 'precision': {},
+            'time': {'dataset': RECIPE['dataset'], 'budget_s': 300, 'baseline_budget_s': 270}}
+
+def run_bench(quick: bool = False, # a smoke run of seconds on the bundled sample, instead of the full 13 minutes
+              json_path: str | Path | None = None, # also write the figures here as JSON
+              data_dir: str | Path | None = None, # where datasets are kept
+              log: Callable | None = print, # where progress and the table go; None for silence
+             ) -> dict:
+    "Measure the data, overhead, precision and time-to-accuracy figures here; print the table; return them."
+    say = log or (lambda *a: None)
+    start, settings, cnn = time.perf_counter(), _settings(quick), {'name': RECIPE['model'], **RECIPE['model_args']}
+    say('choosing the number of threads...')
+    # a training step of the recipe's CNN is the work most figures are made of; a GPU machine keeps its default
+    n = torch.get_num_threads() if torch.cuda.is_available() else fastest_threads(training_step(cnn, 64), 1 if quick else 3)
+    with threads(n):
+        say(f'{n} thread(s); data...')
+        data = bench_data(root=data_dir, **settings['data'])
+        say(f"data: {data['data_speedup']:.1f}x; overhead...")
+        overhead = bench_overhead(root=data_dir, **settings['overhead'])
+        say(f"overhead: {overhead['trainer_overhead']:.3f}; precision...")
+        precision = bench_precision(cnn, **settings['precision'])
+        say(f"precision: done; time to accuracy (at most {settings['time']['budget_s'] + settings['time']['baseline_budget_s']:.0f} s)...")
+        timed = bench_time_to_accuracy(RECIPE, root=data_dir, **settings['time'])
+        info = machine()
+    b91, s91 = timed['baseline_seconds_to_91'], timed['seconds_to_91']
+    # the blog's recipe not reaching 91% makes its budget a lower bound, and the ratio one too
+    speedup = None if s91 is None else (b91 if b91 is not None else timed['baseline_budget_s']) / s91
+    results = {'data_speedup': data['data_speedup'], 'trainer_overhead': overhead['trainer_overhead'],
+               'bf16_channels_last_speedup': precision['bf16_channels_last_speedup'],
+               'channels_last_speedup': precision['channels_last_speedup'],
+               **{k: v for k, v in timed.items() if k.startswith(('seconds_to', 'baseline_seconds_to'))},
+               'speedup_to_91': speedup, 'budget_s': timed['budget_s'], 'baseline_budget_s': timed['baseline_budget_s'],
+               'machine': info, 'quick': quick, 'seconds': time.perf_counter() - start,
+               'recipe': {k: RECIPE[k] for k in ('model', 'model_args', 'epochs', 'batch_size', 'lr', 'augment', 'precision')},
+               'data': data, 'overhead': overhead, 'precision': precision, 'curves': timed['curves']}
+    say(bench_table(results))
+    if json_path is not None: Path(json_path).write_text(json.dumps(results, indent=2))
+    return results
+
+# %% ../nbs/05_bench.ipynb #d0e82abd
+def plot_time_to_accuracy(results: dict, # from `run_bench` (or its JSON)
+                          targets: tuple = (0.91, 0.93), # the accuracies to draw lines at
+                          figsize: tuple = (7, 4), # matplotlib's figure size
+                         ):
+    "Test accuracy against wall time for the blog's recipe and mlpipe's, with the targets; returns the figure."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=figsize)
+    for name, label in (('blog', "the blog's recipe"), ('mlpipe', "mlpipe's default recipe")):
+        curve = results['curves'][name]
+        ax.plot([p['seconds'] for p in curve], [100 * p['accuracy'] for p in curve], 'o-', label=label)
+    for t in targets: ax.axhline(100 * t, color='grey', linestyle=':', linewidth=1)
+    ax.set(xlabel='wall time (s)', ylabel='test accuracy (%)', title=f"Fashion-MNIST on {results['machine']['cpu']}")
+    ax.legend()
+    return fig

@@ -13,6 +13,8 @@ import yaml
 
 from .callbacks import Checkpoint, CheckpointError, CSVLogger, ProgressBar, load_checkpoint
 from .data import DATASETS, DataError, MemoryLoader, as_tensors, default_device, get_dataset, get_dls
+from .distributed import (broadcast_call, get_rank, get_world_size, is_main_process, main_process_first,
+                                setup_distributed, teardown_distributed)
 from .eval import evaluate, load_model, predict
 from .model import DEFAULT_MODEL, MODELS, count_parameters, create_model
 from .report import write_report
@@ -40,6 +42,7 @@ DEFAULTS = {
     'device': 'auto', # 'auto' (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1
     'precision': 'auto', # 'auto', 'fp32', 'bf16' or 'fp16'; 'auto' is fp32 on a CPU without native bf16
     'checkpoint_every': None, # also save last.pt every this many optimizer steps; None: after every epoch only
+    'sync_batchnorm': False, # under torchrun on GPUs: BatchNorm statistics over all processes' shares of a batch
     'out': None, # the run's folder; None: a new one under runs/, named by date and time
 }
 
@@ -94,6 +97,7 @@ _RULES = {  # key: (read the value, is it in range, what it must be)
     'checkpoint_every': (_whole, lambda v: v >= 1, 'a whole number of optimizer steps, at least 1'),
     'loader': (_text, lambda v: v in ('memory', 'torch'), "'memory' or 'torch'"),
     'augment': (_boolean, lambda v: True, 'true or false'),
+    'sync_batchnorm': (_boolean, lambda v: True, 'true or false'),
     'device': (_device, lambda v: True, "'auto' or a torch device such as cpu, cuda or cuda:1"),
     'precision': (_text, lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     'data_dir': (_text, lambda v: True, 'a folder'),
@@ -209,9 +213,17 @@ def write_config(folder: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
+def _claim_folder(out: Path | None, runs: str | Path, config: dict) -> Path:
+    "Create the run folder and write its config.yaml; under torchrun rank 0 does it and every process gets the folder."
+    def claim():
+        folder = make_run_folder(out, runs)
+        write_config(folder, config)
+        return folder
+    return broadcast_call(claim)
+
 def _say(*args):
-    "Print a line of the command's progress or results on stdout, at once."
-    print(*args, flush=True)
+    "Print a line of the command's progress or results on stdout, at once; under torchrun, on rank 0 only."
+    if is_main_process(): print(*args, flush=True)
 
 # %% ../nbs/04_cli.ipynb #94366ed7
 def _model_for(config: dict, dls):
@@ -252,8 +264,8 @@ def _resumed_config(folder: Path, given: dict) -> dict:
 def _measure(checkpoint: Path, loader, device: torch.device, folder: Path, history: list) -> dict:
     "Evaluate the model in `checkpoint` on `loader`, write the report to `folder`, print and return the metrics."
     model, data = load_model(checkpoint)
-    result = evaluate(model.to(device), loader, classes=data['classes'])
-    write_report(result, folder, history=history, images=loader, stats=data['stats'])
+    result = evaluate(model.to(device), loader, classes=data['classes'])  # under torchrun, every process takes part
+    if is_main_process(): write_report(result, folder, history=history, images=loader, stats=data['stats'])
     m = result.metrics
     _say(f"test: accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  recall {m['recall']:.4f}  "
         f"f1 {m['f1']:.4f}  ({m['n_samples']} images)")
@@ -266,23 +278,25 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
          ) -> Path:
     "Train a model as `config` says, save it, measure it on the test split and write the run's folder; return the folder."
     given = check_config(config or {})
-    out = check_out(given.get('out'), resume)
+    out = broadcast_call(check_out, given.get('out'), resume)  # under torchrun, rank 0 looks before anyone writes
     config = DEFAULTS | (_resumed_config(out, given) if resume else given)
     config['model_args'] = config['model_args'] if config['model_args'] is not None else MODEL_ARGS.get(config['model'], {})
     recipe = {k: v for k, v in config.items() if k != 'out'}
     seed_everything(config['seed'])
     device = _device_of(config)
-    dls = get_dls(config['dataset'], root=config['data_dir'], batch_size=config['batch_size'], valid_pct=config['valid_pct'],
-                  seed=config['seed'], loader=config['loader'], augment=config['augment'], device=device)
+    with main_process_first():  # under torchrun, rank 0 downloads or unpacks the data once
+        dls = get_dls(config['dataset'], root=config['data_dir'], batch_size=config['batch_size'], valid_pct=config['valid_pct'],
+                      seed=config['seed'], loader=config['loader'], augment=config['augment'], device=device)
     model = _model_for(config, dls)
     resolve_precision(config['precision'], device, model)  # an impossible precision fails here, before the folder exists
-    folder = out if resume else make_run_folder(out, runs)
-    if not resume: write_config(folder, recipe)
+    folder = out if resume else _claim_folder(out, runs, recipe)
     checkpoint = Checkpoint(folder, monitor='valid_loss', every_n_steps=config['checkpoint_every'])
     trainer = Trainer(model, dls, lr=config['lr'], device=device, precision=config['precision'], config=recipe,
+                      sync_batchnorm=config['sync_batchnorm'],
                       callbacks=[checkpoint, CSVLogger(folder/'history.csv'), ProgressBar(bar=sys.stderr.isatty())])
+    processes = f" x {get_world_size()} processes" if get_world_size() > 1 else ''
     _say(f"{'resuming' if resume else 'training'} {config['model']} ({count_parameters(model):,} parameters) on "
-        f"{config['dataset']} ({dls.num_classes} classes), {config['epochs']} epochs, batch {config['batch_size']}, "
+        f"{config['dataset']} ({dls.num_classes} classes), {config['epochs']} epochs, batch {config['batch_size']}{processes}, "
         f"lr {config['lr']:g}, {trainer.device.type} {trainer.precision} -> {folder}")
     start = time.perf_counter()
     trainer.fit(config['epochs'], resume=checkpoint.last_path if resume else None)
@@ -318,17 +332,16 @@ def evaluate_run(checkpoint: str | Path, # a checkpoint written by `mlpipe train
                 ) -> Path:
     "Measure a checkpoint on a dataset's test split and write metrics.json, predictions.csv, report.md and plots; return the folder."
     given = check_config(config or {})
-    out = check_out(given.get('out'))
+    out = broadcast_call(check_out, given.get('out'))
     state = load_checkpoint(checkpoint)
     trained, data = state.get('config') or {}, state.get('data') or {}
     dataset = given.get('dataset', data.get('dataset') or DEFAULTS['dataset'])
     data_dir = given.get('data_dir', trained.get('data_dir') if dataset == data.get('dataset') else None)
     batch_size = given.get('batch_size', trained.get('batch_size', DEFAULTS['batch_size']))
     device = _device_of({'device': given.get('device', 'auto')})
-    loader = eval_loader(dataset, data_dir, data, batch_size, device)
-    folder = make_run_folder(out, runs)
-    write_config(folder, {'checkpoint': str(Path(checkpoint).resolve()), 'dataset': dataset, 'data_dir': data_dir,
-                          'batch_size': batch_size, 'device': str(device)})
+    with main_process_first(): loader = eval_loader(dataset, data_dir, data, batch_size, device)
+    folder = _claim_folder(out, runs, {'checkpoint': str(Path(checkpoint).resolve()), 'dataset': dataset, 'data_dir': data_dir,
+                                       'batch_size': batch_size, 'device': str(device)})
     _say(f"evaluating {checkpoint} on the test split of {dataset} -> {folder}")
     _measure(Path(checkpoint), loader, device, folder, state.get('history') or [])
     _say(f"run folder: {folder}")
@@ -357,14 +370,26 @@ def exit_status(error: BaseException) -> int:
     if isinstance(error, (UsageError, ValueError)): return 2
     return 1
 
+def _lost_contact(error: BaseException) -> bool:
+    "Whether `error` is an exchange between torchrun's processes that failed: another process died or stopped answering."
+    if isinstance(error, torch.distributed.DistError): return True
+    gloo = ('Timed out', 'Connection closed', 'Connection reset', 'Broken pipe')  # gloo's words for it
+    return isinstance(error, RuntimeError) and get_world_size() > 1 and any(words in str(error) for words in gloo)
+
 def error_lines(error: BaseException) -> list[str]:
     "What `mlpipe` prints on stderr for `error`: one line, or two when a hint follows."
     if isinstance(error, KeyboardInterrupt):
         return ["mlpipe: interrupted. A training run continues from its last checkpoint with --out DIR --resume."]
     if isinstance(error, UsageError) and error.prog:  # from argparse: where to look for the right usage
         return [f"{error.prog}: error: {error}", f"Run '{error.prog} --help' to see the options."]
-    if isinstance(error, (UsageError, ValueError, *FAILURES)): return [f"mlpipe: error: {' '.join(str(error).split())}"]
-    return [f"mlpipe: error: {type(error).__name__}: {' '.join(str(error).split())}",
+    me = f"mlpipe (process {get_rank()} of {get_world_size()})" if get_world_size() > 1 else 'mlpipe'  # under torchrun
+    message = ' '.join(str(error).split())
+    if isinstance(error, (UsageError, ValueError, *FAILURES)): return [f"{me}: error: {message}"]
+    if _lost_contact(error):
+        return [f"{me}: error: lost contact with the other processes ({message})",
+                "Another process has died or stopped: its own error above, and torchrun's summary, say which. "
+                "A process waits for the others at most $MLPIPE_DIST_TIMEOUT seconds (default 300)."]
+    return [f"{me}: error: {type(error).__name__}: {message}",
             "This is unexpected; run again with --debug to see where it happened."]
 
 # %% ../nbs/04_cli.ipynb #75bc031e
@@ -394,7 +419,7 @@ def _add(parser, *keys):
 
 # %% ../nbs/04_cli.ipynb #e2d6367a
 def build_parser() -> argparse.ArgumentParser:
-    "The `mlpipe` command's parser: `train`, `eval` and `predict`, each with its `--help`."
+    "The `mlpipe` command's parser: `train`, `eval`, `predict` and `bench`, each with its `--help`."
     from mlpipe import __version__
     parser = _Parser(prog='mlpipe', description='Train, evaluate and use image classifiers: the mlpipe pipeline from the command line.',
                      argument_default=argparse.SUPPRESS)
@@ -412,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--config', metavar='FILE', help='a YAML file of settings (keys as the flags, with _ or -); flags override it')
     _add(train, 'dataset', 'data_dir', 'model', 'epochs', 'batch_size', 'lr', 'seed', 'device', 'precision', 'checkpoint_every', 'out')
     train.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
+    train.add_argument('--sync-batchnorm', action='store_const', const=True,
+                       help='under torchrun on GPUs: BatchNorm statistics over all processes (default: each its own share)')
     evaluate = command('eval', 'measure a checkpoint on a test split',
                        "Measure a checkpoint on the test split of a dataset (default: the one it was trained on) and write "
                        "metrics.json, predictions.csv, report.md and plots.")
@@ -423,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument('checkpoint', metavar='CHECKPOINT', help='a checkpoint written by mlpipe train')
     pred.add_argument('files', metavar='FILE', nargs='+', help='image files (PNG, JPEG, ...)')
     _add(pred, 'batch_size')
+    bench = command('bench', 'measure speed and time to accuracy on this machine',
+                    "Measure on this machine, as ratios: the in-memory loader against a DataLoader, the Trainer against a "
+                    "hand-written loop, channels-last and bf16 against fp32, and the time the default recipe and the blog's "
+                    "take to 91% and 93% test accuracy on the full Fashion-MNIST; print the table (about 13 minutes).")
+    bench.add_argument('--json', metavar='FILE', help='also write the figures to FILE as JSON')
+    bench.add_argument('--quick', action='store_true', help='a smoke run of a minute on the bundled sample; its figures mean nothing')
+    _add(bench, 'data_dir')
     return parser
 
 # %% ../nbs/04_cli.ipynb #08c2cf9a
@@ -431,6 +465,11 @@ _NOT_SETTINGS = ('command', 'config', 'debug', 'resume', 'checkpoint', 'files')
 def _run(args: argparse.Namespace) -> int:
     "Run the parsed command."
     ns = vars(args)
+    if args.command == 'bench':
+        from mlpipe.bench import run_bench  # not at the top: the bench reads this module's recipe
+        data_dir = check_config({'data_dir': ns['data_dir']}, {'data_dir': '--data-dir'})['data_dir'] if 'data_dir' in ns else None
+        run_bench(quick=ns.get('quick', False), json_path=ns.get('json'), data_dir=data_dir)
+        return 0
     if args.command == 'predict':
         batch = check_config({'batch_size': ns['batch_size']}, {'batch_size': '--batch-size'}) if 'batch_size' in ns else {}
         for file, p in predict_files(args.checkpoint, args.files, **batch): _say(prediction_line(file, p))
@@ -445,7 +484,9 @@ def main(argv: list[str] | None = None, # the arguments; default: the command li
     "The `mlpipe` command: parse `argv`, run the command, return the exit status (0 done, 1 failed, 2 usage error)."
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     debug = '--debug' in argv  # known before parsing, so a parsing error can show its traceback too
+    joined = False
     try:
+        joined = not torch.distributed.is_initialized() and setup_distributed()  # under torchrun: join the others
         args, extra = build_parser().parse_known_args(argv)
         if extra: raise UsageError(f"unrecognized arguments: {' '.join(extra)}", f"mlpipe {args.command}")  # name the command's --help
         return _run(args)
@@ -454,6 +495,8 @@ def main(argv: list[str] | None = None, # the arguments; default: the command li
         if debug: traceback.print_exc()
         for line in error_lines(e): print(line, file=sys.stderr, flush=True)
         return exit_status(e)
+    finally:
+        if joined: teardown_distributed()
 
 # %% ../nbs/04_cli.ipynb #1897a9f3
 if __name__ == '__main__' and '__file__' in globals():  # `python -m mlpipe.cli`; not when this notebook runs
