@@ -336,6 +336,8 @@ def run_bench(quick: bool = False, # a smoke run of seconds on the bundled sampl
               log: Callable | None = print, # where progress and the table go; None for silence
              ) -> dict:
     "Measure the data, overhead, precision and time-to-accuracy figures here; print the table; return them."
+    if json_path is not None and not Path(json_path).parent.is_dir():  # refuse before minutes of measuring, not after
+        raise ValueError(f"Cannot write the figures to {json_path}: the folder {Path(json_path).parent} does not exist.")
     say = log or (lambda *a: None)
     start, settings, cnn = time.perf_counter(), _settings(quick), {'name': RECIPE['model'], **RECIPE['model_args']}
     say('choosing the number of threads...')
