@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from .callbacks import Checkpoint, CheckpointError, CSVLogger, ProgressBar, load_checkpoint
-from .data import DATASETS, DataError, MemoryLoader, as_tensors, default_device, get_dataset, get_dls
+from .data import AUGMENT, DATASETS, DataError, MemoryLoader, as_tensors, default_device, get_dataset, get_dls
 from .distributed import (broadcast_call, get_rank, get_world_size, is_main_process, main_process_first,
                                 setup_distributed, teardown_distributed)
 from .eval import evaluate, load_model, predict
@@ -33,12 +33,14 @@ DEFAULTS = {
     'model': DEFAULT_MODEL, # an image classifier from `MODELS`
     'model_args': None, # create_model's own arguments (not the data's); None: `MODEL_ARGS` of the model
     'epochs': 10, # passes over the training split
-    'batch_size': 256, # samples per batch, in training and evaluation
+    'batch_size': 128, # samples per batch, in training and evaluation
     'lr': 4e-3, # peak learning rate of the one-cycle schedule (AdamW)
+    'label_smoothing': 0.1, # the cross-entropy's label smoothing: the target gives this share to the other classes
     'seed': 42, # seeds the split, the order, the augmentation and the weights
     'valid_pct': 0.1, # share of the training split held out for validation (and for choosing best.pt)
     'loader': 'memory', # 'memory' (tensors on the device) or 'torch' (DataLoader with PIL transforms)
-    'augment': True, # the dataset's random crop and flip
+    'augment': True, # the dataset's random augmentation, `AUGMENT`: flips, and crops where they help
+    'tta': True, # test-time flips (`evaluate`'s tta) for the test metrics, where the training flipped images
     'device': 'auto', # 'auto' (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1
     'precision': 'auto', # 'auto', 'fp32', 'bf16' or 'fp16'; 'auto' is fp32 on a CPU without native bf16
     'checkpoint_every': None, # also save last.pt every this many optimizer steps; None: after every epoch only
@@ -46,7 +48,7 @@ DEFAULTS = {
     'out': None, # the run's folder; None: a new one under runs/, named by date and time
 }
 
-MODEL_ARGS = {'cnn': {'widths': [16, 32, 64]}}  # the recipe's CNN: half create_model's widths, for a 2-core CPU (above)
+MODEL_ARGS = {'cnn': {'widths': [8, 32, 64, 128]}}  # the recipe's CNN: narrow where the images are large (above)
 
 # %% ../nbs/04_cli.ipynb #f739a232
 CLASSIFIERS = [name for name, cls in MODELS.items() if {'in_channels', 'num_classes'} <= set(inspect.signature(cls).parameters)]
@@ -94,9 +96,11 @@ _RULES = {  # key: (read the value, is it in range, what it must be)
     'lr': (_real, lambda v: 0 < v < math.inf, 'a positive number'),
     'seed': (_whole, lambda v: 0 <= v < 2**63, 'a whole number from 0 to 2**63 - 1'),
     'valid_pct': (_real, lambda v: 0 < v < 1, 'a fraction between 0 and 1'),
+    'label_smoothing': (_real, lambda v: 0 <= v < 1, 'a fraction from 0 to 1 (exclusive)'),
     'checkpoint_every': (_whole, lambda v: v >= 1, 'a whole number of optimizer steps, at least 1'),
     'loader': (_text, lambda v: v in ('memory', 'torch'), "'memory' or 'torch'"),
     'augment': (_boolean, lambda v: True, 'true or false'),
+    'tta': (_boolean, lambda v: True, 'true or false'),
     'sync_batchnorm': (_boolean, lambda v: True, 'true or false'),
     'device': (_device, lambda v: True, "'auto' or a torch device such as cpu, cuda or cuda:1"),
     'precision': (_text, lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
@@ -261,10 +265,16 @@ def _resumed_config(folder: Path, given: dict) -> dict:
     return saved | given
 
 # %% ../nbs/04_cli.ipynb #136590de
-def _measure(checkpoint: Path, loader, device: torch.device, folder: Path, history: list) -> dict:
+def _test_flips(config: dict) -> bool:
+    "Whether a run's test metrics use test-time flips: `tta` is on and its training augmentation flipped images."
+    dataset = config.get('dataset') or ''
+    kind = 'folder' if dataset.startswith('folder:') else dataset
+    return bool(config.get('tta') and config.get('augment') and AUGMENT.get(kind, {}).get('flip'))
+
+def _measure(checkpoint: Path, loader, device: torch.device, folder: Path, history: list, tta: bool = False) -> dict:
     "Evaluate the model in `checkpoint` on `loader`, write the report to `folder`, print and return the metrics."
     model, data = load_model(checkpoint)
-    result = evaluate(model.to(device), loader, classes=data['classes'])  # under torchrun, every process takes part
+    result = evaluate(model.to(device), loader, classes=data['classes'], tta=tta)  # under torchrun, every process takes part
     if is_main_process(): write_report(result, folder, history=history, images=loader, stats=data['stats'])
     m = result.metrics
     _say(f"test: accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  recall {m['recall']:.4f}  "
@@ -291,7 +301,8 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
     resolve_precision(config['precision'], device, model)  # an impossible precision fails here, before the folder exists
     folder = out if resume else _claim_folder(out, runs, recipe)
     checkpoint = Checkpoint(folder, monitor='valid_loss', every_n_steps=config['checkpoint_every'])
-    trainer = Trainer(model, dls, lr=config['lr'], device=device, precision=config['precision'], config=recipe,
+    loss_func = torch.nn.CrossEntropyLoss(label_smoothing=config['label_smoothing'])
+    trainer = Trainer(model, dls, loss_func=loss_func, lr=config['lr'], device=device, precision=config['precision'], config=recipe,
                       sync_batchnorm=config['sync_batchnorm'],
                       callbacks=[checkpoint, CSVLogger(folder/'history.csv'), ProgressBar(bar=sys.stderr.isatty())])
     processes = f" x {get_world_size()} processes" if get_world_size() > 1 else ''
@@ -301,7 +312,7 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
     start = time.perf_counter()
     trainer.fit(config['epochs'], resume=checkpoint.last_path if resume else None)
     _say(f"trained in {time.perf_counter() - start:.1f}s; measuring best.pt on the test split")
-    _measure(checkpoint.best_path, dls.test, trainer.device, folder, trainer.history.records)
+    _measure(checkpoint.best_path, dls.test, trainer.device, folder, trainer.history.records, _test_flips(config))
     _say(f"run folder: {folder}")
     return folder
 
@@ -343,7 +354,7 @@ def evaluate_run(checkpoint: str | Path, # a checkpoint written by `mlpipe train
     folder = _claim_folder(out, runs, {'checkpoint': str(Path(checkpoint).resolve()), 'dataset': dataset, 'data_dir': data_dir,
                                        'batch_size': batch_size, 'device': str(device)})
     _say(f"evaluating {checkpoint} on the test split of {dataset} -> {folder}")
-    _measure(Path(checkpoint), loader, device, folder, state.get('history') or [])
+    _measure(Path(checkpoint), loader, device, folder, state.get('history') or [], _test_flips(trained))  # as its run measured it
     _say(f"run folder: {folder}")
     return folder
 

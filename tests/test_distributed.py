@@ -181,7 +181,8 @@ def test_mlpipe_resume_with_another_number_of_processes_is_refused(cli_run, tmp_
 
 def test_too_few_training_samples_for_the_processes(images, tmp_path):
     folder = tmp_path/'run'  # 108 training images cannot give 2 processes a share of each batch of 256
-    done = run(torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--out', folder), folder, timeout=120)
+    done = run(torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 256, '--out', folder),
+               folder, timeout=120)
     assert done.returncode != 0 and not folder.exists()
     assert ('mlpipe (process 0 of 2): error: 108 training samples are too few for 2 processes with batch_size=256: '
             'process 1 would get none. Use fewer processes or a smaller batch size.') in done.stderr, done.stderr[-3000:]
