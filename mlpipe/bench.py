@@ -19,7 +19,7 @@ from .eval import evaluate
 from .model import create_model
 from .train import (Callback, Loaders, Trainer, cpu_has_bf16, resolve_channels_last, resolve_precision,
                           seed_everything)
-from .cli import DEFAULTS, MODEL_ARGS
+from .cli import DEFAULTS, MODEL_ARGS, _test_flips
 
 # %% auto #0
 __all__ = ['FULL_EPOCHS', 'RECIPE', 'GOALS', 'LIMIT_S', 'machine', 'threads', 'fastest_threads', 'bench_data', 'hand_written_fit',
@@ -262,7 +262,7 @@ def mlpipe_recipe(dataset: str, # a dataset name, as for `get_dls`
     dls = get_dls(dataset, root=root, batch_size=recipe['batch_size'], valid_pct=recipe['valid_pct'], seed=recipe['seed'],
                   augment=recipe['augment'])
     model = create_model(recipe['model'], **recipe['model_args'], in_channels=dls.channels, num_classes=dls.num_classes)
-    tta = bool(recipe['tta'] and (dls.augment or {}).get('flip'))  # test-time flips only for a model trained with flips
+    tta = _test_flips({**recipe, 'dataset': dataset})  # as `mlpipe train` scores: flips only for a model trained with them
     stopwatch = _Stopwatch(start, budget_s, targets, lambda: evaluate(model, dls.test, tta=tta).metrics['accuracy'])
     # the test split's score takes the place of the validation pass `mlpipe train` makes after each epoch
     loss_func = nn.CrossEntropyLoss(label_smoothing=recipe['label_smoothing'])
