@@ -371,10 +371,9 @@ def run_bench(quick: bool = False, # a smoke run of seconds on the bundled sampl
         overhead = bench_overhead(root=data_dir, **settings['overhead'])
         say(f"overhead: {overhead['trainer_overhead']:.3f}; precision...")
         precision = bench_precision(cnn, **settings['precision'])
+        left = None if quick else LIMIT_S - (time.perf_counter() - start)  # what the two recipes may take together
         at_most = settings['time']['budget_s'] + settings['time']['baseline_budget_s']
-        if not quick: at_most = min(at_most, LIMIT_S - (time.perf_counter() - start))
-        say(f"precision: done; time to accuracy (at most {at_most:.0f} s)...")
-        left = None if quick else LIMIT_S - (time.perf_counter() - start)
+        say(f"precision: done; time to accuracy (at most {at_most if quick else min(at_most, left):.0f} s)...")
         timed = bench_time_to_accuracy(RECIPE, root=data_dir, total_s=left, **settings['time'])
         info = machine()
     b91, s91 = timed['baseline_seconds_to_91'], timed['seconds_to_91']
