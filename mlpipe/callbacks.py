@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .distributed import is_main_process
+from .core import is_main_process
 
 # %% auto #0
 __all__ = ['RESERVED', 'EVENTS', 'Callback', 'History', 'ProgressBar', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',

@@ -18,12 +18,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets
 from torchvision import transforms as T
 
-from .distributed import get_local_rank, get_rank, get_world_size
+from .core import check_positive_int, default_device, get_rank, get_world_size
 
 # %% auto #0
 __all__ = ['DATASETS', 'DEBIAN_FASHION_MNIST', 'SAMPLE_DIR', 'MNIST_FILES', 'AUGMENT', 'DataError', 'default_root', 'load_image',
            'get_dataset', 'as_tensors', 'compute_stats', 'get_transforms', 'split_indices', 'augment_batch',
-           'MemoryLoader', 'TorchLoader', 'DataLoaders', 'default_device', 'get_dls', 'show_batch']
+           'MemoryLoader', 'TorchLoader', 'DataLoaders', 'get_dls', 'show_batch']
 
 # %% ../nbs/00_data.ipynb #961ffa0e
 DATASETS = ('fashion_mnist_sample', 'fashion_mnist', 'mnist', 'cifar10', 'folder:PATH')
@@ -382,16 +382,6 @@ class DataLoaders:
                 'size': list(self.size), 'stats': self.stats}
 
 # %% ../nbs/00_data.ipynb #f2ee91eb
-def default_device() -> torch.device:
-    "The best device here: CUDA (under torchrun, the GPU of this process's local rank), then Apple's MPS, then the CPU."
-    if torch.cuda.is_available(): return torch.device('cuda', get_local_rank()) if get_world_size() > 1 else torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
-    return torch.device('cpu')
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}.")
-
 def get_dls(dataset: str = 'fashion_mnist_sample', # a name from `DATASETS`
             root: str | Path | None = None, # where datasets are kept; default `default_root()`
             batch_size: int = 256, # training batch size (evaluation uses the same)
@@ -405,7 +395,7 @@ def get_dls(dataset: str = 'fashion_mnist_sample', # a name from `DATASETS`
             size: int | tuple[int, int] | None = None, # resize folder images to this size
            ) -> DataLoaders:
     "Train, validation and test loaders for a dataset by name, with its classes, channels, size and statistics."
-    _check_positive_int('batch_size', batch_size)
+    check_positive_int('batch_size', batch_size)
     # under torchrun each process trains on its share of every batch; evaluation deals out whole batches instead
     world = get_world_size()
     shard, step = {'rank': get_rank(), 'world_size': world}, batch_size * world

@@ -23,7 +23,8 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 from torchvision.transforms import functional as TF
 
 from .data import load_image
-from .distributed import all_gather, get_world_size, rank_batches
+from .core import get_world_size
+from .distributed import all_gather, rank_batches
 from .model import create_model
 from .train import CheckpointError, load_checkpoint
 

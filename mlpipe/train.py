@@ -15,9 +15,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
-from .data import default_device
-from .distributed import (all_gather, barrier, broadcast_buffers, get_rank, get_world_size, mean_over_ranks,
-                                rank_batches, sum_over_ranks)
+from .core import check_positive_int, check_positive_number, default_device, get_rank, get_world_size
+from .distributed import all_gather, barrier, broadcast_buffers, mean_over_ranks, rank_batches, sum_over_ranks
 # a run's record and files are part of the trainer's interface: History, CheckpointError, load_checkpoint and
 # save_checkpoint are imported from here too (from mlpipe.train import load_checkpoint)
 from .callbacks import (EVENTS, RESERVED, Callback, CheckpointError, History, ProgressBar, load_checkpoint,

@@ -14,7 +14,8 @@ torch.set_num_threads(1)  # the same arithmetic in every process, and no content
 
 from mlpipe.callbacks import Callback, Checkpoint, save_checkpoint
 from mlpipe.data import get_dls
-from mlpipe.distributed import get_rank, is_main_process, setup_distributed, teardown_distributed
+from mlpipe.core import get_rank, is_main_process
+from mlpipe.distributed import setup_distributed, teardown_distributed
 from mlpipe.eval import evaluate
 from mlpipe.model import create_model
 from mlpipe.train import Trainer, seed_everything
