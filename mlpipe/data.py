@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #f7e9a4d6
 from __future__ import annotations
-import gzip, hashlib, importlib.resources, math, os
+import gzip, hashlib, importlib.resources, math, os, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -42,32 +42,65 @@ def default_root() -> Path:
 def _sha256sums(folder: Path) -> dict:
     "The `SHA256SUMS` file of `folder` as {file name: hex digest}."
     lines = (folder/'SHA256SUMS').read_text().split('\n')
-    return {name: digest for digest, name in (l.split() for l in lines if l.strip())}
+    return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
 
-def _unpack_idx(src: Path, raw: Path, checksums: dict | None = None):
-    "Decompress the four idx files from `src` (`*.gz`) into `raw`, where torchvision's MNIST classes read them."
+def _idx_problem(head: bytes, # the first 16 bytes of the file, or all of it when it is shorter
+                 size: int, # the file's size in bytes
+                ) -> str | None:
+    "What is wrong with an idx file of bytes (a header that is not one, a size its header does not promise), or None."
+    ndim = head[3] if len(head) >= 4 else 0
+    if head[:3] != b'\0\0\x08' or not 1 <= ndim <= 3 or len(head) < 4 + 4 * ndim: return 'its header is not an idx header'
+    dims = [int.from_bytes(head[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim)]
+    expected = 4 + 4 * ndim + math.prod(dims)
+    return None if size == expected else f'it has {size:,} bytes where its header promises {expected:,}'
+
+def _file_problem(path: Path) -> str | None:
+    "What is wrong with the idx file at `path`, or None when it is sound."
+    with open(path, 'rb') as f: return _idx_problem(f.read(16), path.stat().st_size)
+
+def _unpack_idx(src: Path, # the folder of the four `*.gz` files
+                raw: Path, # where torchvision's MNIST classes read them, decompressed
+                mend: str, # what to do when `src` itself is damaged
+                checksums: dict | None = None, # {file name: SHA-256} to check the archives against
+               ):
+    "Decompress each idx file `raw` lacks or holds damaged (truncated, a bad header) from its archive in `src`."
     for name in MNIST_FILES:
-        dest = raw/name
-        if dest.exists(): continue
-        data = (src/f'{name}.gz').read_bytes()
-        if checksums is not None and hashlib.sha256(data).hexdigest() != checksums.get(f'{name}.gz'):
-            raise DataError(f"{src/name}.gz does not match its SHA-256 sum: the installed mlpipe package is damaged; "
-                            "reinstall it (pip install --force-reinstall mlpipe).")
-        try:
-            raw.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f'{name}.{os.getpid()}.tmp')
-            tmp.write_bytes(gzip.decompress(data))
-            os.replace(tmp, dest)  # atomic: a reader never sees half a file
-        except PermissionError as e:
-            raise DataError(f"Cannot write the decompressed data to {raw} ({e.strerror}); "
-                            "set MLPIPE_DATA (or pass root=/--data-dir) to a folder you can write.") from None
+        dest, archive = raw/name, src/f'{name}.gz'
+        if dest.is_file() and _file_problem(dest) is None: continue
+        try: data = archive.read_bytes()
+        except OSError as e: raise DataError(f"Cannot read {archive} ({e.strerror}): {mend}.") from None
+        if checksums is not None and hashlib.sha256(data).hexdigest() != checksums.get(archive.name):
+            raise DataError(f"{archive} does not match its SHA-256 sum: {mend}.")
+        try: data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e: raise DataError(f"{archive} is damaged ({e}): {mend}.") from None
+        problem = _idx_problem(data[:16], len(data))
+        if problem: raise DataError(f"{archive} does not hold an idx file ({problem}): {mend}.")
+        _write_atomically(dest, data)
+
+def _write_atomically(dest: Path, data: bytes):
+    "Write `data` to `dest` through a temporary file, so that a reader never sees half of it."
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f'{dest.name}.{os.getpid()}.tmp')
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    except PermissionError as e:
+        raise DataError(f"Cannot write the decompressed data to {dest.parent} ({e.strerror}); "
+                        "set MLPIPE_DATA (or pass root=/--data-dir) to a folder you can write.") from None
 
 # %% ../nbs/00_data.ipynb #76e6661c
+def _check_cache(raw: Path):
+    "Raise a `DataError` naming the first damaged idx file in `raw` (one with no archive to unpack it from again)."
+    for name in MNIST_FILES:
+        problem = _file_problem(raw/name) if (raw/name).is_file() else None
+        if problem: raise DataError(f"{raw/name} is damaged ({problem}): delete it and run again to fetch it anew.")
+
 def _mnist_like(cls, name: str, root: Path, train: bool, download: bool, transform, hint: str):
     "Load one of torchvision's MNIST-style datasets from `root`, downloading it if allowed, or say how to get it."
+    raw = root/cls.__name__/'raw'
+    _check_cache(raw)  # torchvision would fail later with a shape error that names no file
     try: return cls(root, train=train, transform=transform, download=False)
     except RuntimeError: pass  # not on disk yet
-    raw = root/cls.__name__/'raw'
     if not download:
         raise DataError(f"{name} is not in {raw} and download=False. {hint}")
     try: return cls(root, train=train, transform=transform, download=True)
@@ -76,13 +109,14 @@ def _mnist_like(cls, name: str, root: Path, train: bool, download: bool, transfo
 
 def _fashion_mnist_sample(root, train, download, transform):
     root = root/'fashion_mnist_sample'
-    _unpack_idx(SAMPLE_DIR, root/'FashionMNIST'/'raw', _sha256sums(SAMPLE_DIR))
+    mend = 'the installed mlpipe package is damaged; reinstall it (pip install --force-reinstall mlpipe)'
+    _unpack_idx(SAMPLE_DIR, root/'FashionMNIST'/'raw', mend, _sha256sums(SAMPLE_DIR))
     return datasets.FashionMNIST(root, train=train, transform=transform)
 
 def _fashion_mnist(root, train, download, transform):
     raw = root/'FashionMNIST'/'raw'
-    if DEBIAN_FASHION_MNIST.is_dir() and not all((raw/n).exists() for n in MNIST_FILES):
-        _unpack_idx(DEBIAN_FASHION_MNIST, raw)  # offline copy from Debian's dataset-fashion-mnist
+    if DEBIAN_FASHION_MNIST.is_dir():  # offline copy from Debian's dataset-fashion-mnist
+        _unpack_idx(DEBIAN_FASHION_MNIST, raw, "reinstall Debian's copy (apt-get install --reinstall dataset-fashion-mnist)")
     hint = ("Connect to the internet, or install Debian's copy (apt-get install dataset-fashion-mnist), "
             f"or put the four official idx files in {raw}. The bundled 'fashion_mnist_sample' works offline.")
     return _mnist_like(datasets.FashionMNIST, 'fashion_mnist', root, train, download, transform, hint)
@@ -110,17 +144,82 @@ def _cifar10(root, train, download, transform):
 # %% ../nbs/00_data.ipynb #1a298321
 def load_image(path) -> Image.Image:
     "Open the image at `path` as RGB, or raise a `DataError` that names the file."
+    path = Path(path)
+    if not path.exists(): raise DataError(f"{path} does not exist: check the file's name and folder.")
+    # a FIFO or a device would make open() wait forever, or read without end
+    if not path.is_file(): raise DataError(f"{path} is not a regular file: remove it, or give the path of an image.")
     try:
-        with open(path, 'rb') as f: return Image.open(f).convert('RGB')
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)  # a huge image is an error, not a warning
+            with Image.open(path) as img: return img.convert('RGB')
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{path} is too large to open safely: {e} Remove that file, or make it smaller.") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path} is not a readable image (not a format PIL knows). Remove or replace that file.") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path} is not a readable image ({type(e).__name__}: {e}). Remove or replace that file.") from None
 
+# %% ../nbs/00_data.ipynb #ac3ab9c9
+def _inside(path: str, folder: str) -> bool:
+    "Whether `path` is `folder` or lies under it (both real paths)."
+    return path == folder or path.startswith(folder + os.sep)
+
+def _image_files(folder: Path, # a class folder
+                 split: Path, # the split folder that holds it
+                 extensions: tuple[str, ...], # the file endings of images
+                ) -> list[str]:
+    "The image files under a class folder, each real folder read once, and only real files."
+    home, split_home = os.path.realpath(folder), os.path.realpath(split)
+    seen, files = set(), []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        # a link may lead back up (a loop), into a folder read already, or into another class: none of that is data
+        elsewhere = real in seen or (_inside(home, real) and real != home) or not _inside(real, home) and _inside(real, split_home)
+        if elsewhere:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()
+        files += [os.path.join(top, n) for n in sorted(names) if n.lower().endswith(extensions)]
+    for path in files:
+        if not os.path.isfile(path):  # a FIFO, a device or a broken link: reading it would hang or fail mid-training
+            raise DataError(f"{path} is not a regular file: remove it from the dataset.")
+    if not files: raise DataError(f"{folder} holds no images ({', '.join(extensions)}): add some, or remove the folder.")
+    return files
+
+class _ImageFolder(datasets.ImageFolder):
+    "torchvision's `ImageFolder`, reading each class folder with `_image_files`."
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        split = Path(directory)
+        return [(path, label) for name, label in sorted(class_to_idx.items(), key=lambda item: item[1])
+                for path in _image_files(split/name, split, extensions)]
+
+def _class_folders(split: Path) -> list[str]:
+    "The class folders of a split, sorted as `ImageFolder` numbers them."
+    return sorted(entry.name for entry in os.scandir(split) if entry.is_dir())
+
+def _check_classes(root: Path, layout: str):
+    "Refuse a folder dataset whose splits have no, one, or different class folders."
+    train, test = (_class_folders(root/s) if (root/s).is_dir() else None for s in ('train', 'test'))
+    for split, classes in (('train', train), ('test', test)):
+        if classes == []: raise DataError(f"{root/split} has no class folders: {layout}.")
+    if train is not None and len(train) == 1:
+        raise DataError(f"{root/'train'} has only one class folder ({train[0]}): a classifier needs at least two; "
+                        "add a folder of images for each class.")
+    if train is not None and test is not None and train != test:
+        only = [f"only in {s}: {', '.join(sorted(set(a) - set(b)))}" for s, a, b in (('train', train, test), ('test', test, train))
+                if set(a) - set(b)]
+        raise DataError(f"The class folders of {root/'train'} and {root/'test'} differ ({'; '.join(only)}): "
+                        "give both splits the same classes.")
+
 def _folder(path: str, train: bool, transform):
-    split = Path(path).expanduser()/('train' if train else 'test')
+    root = Path(path).expanduser()
+    split = root/('train' if train else 'test')
     layout = "a folder dataset needs PATH/train/CLASS/*.png and PATH/test/CLASS/*.png (any image format)"
     if not split.is_dir(): raise DataError(f"{split} is not a folder: {layout}.")
-    try: return datasets.ImageFolder(split, transform=transform, loader=load_image)
-    except FileNotFoundError as e: raise DataError(f"No images found in {split} ({e}): {layout}.") from None
+    _check_classes(root, layout)
+    return _ImageFolder(split, transform=transform, loader=load_image)
 
 # %% ../nbs/00_data.ipynb #1908b3ea
 _LOADERS = {'fashion_mnist_sample': _fashion_mnist_sample, 'fashion_mnist': _fashion_mnist,
@@ -326,6 +425,11 @@ class _SeededTransform(Dataset):
             torch.manual_seed(_seed(self.seed, epoch, i))
             return self.transform(img), label
 
+def _worker_message(error: DataError) -> str:
+    "The one-line message of a `DataError`: a `DataLoader` worker's error comes back with the worker's traceback."
+    last = str(error).rstrip().splitlines()[-1]  # the traceback ends in 'mlpipe.data.DataError: MESSAGE'
+    return last.split(f'{type(error).__name__}: ', 1)[-1]
+
 class TorchLoader:
     "PyTorch's `DataLoader` over a torchvision dataset with PIL transforms, seeded and resumable like `MemoryLoader`."
     def __init__(self,
@@ -356,7 +460,9 @@ class TorchLoader:
         self.sampler.epoch, self.sampler.start = epoch, start_batch
 
     def __iter__(self):
-        for x, y in self.loader: yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        try:
+            for x, y in self.loader: yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        except DataError as e: raise DataError(_worker_message(e)) from None
         self.sampler.start = 0
 
 # %% ../nbs/00_data.ipynb #e96bfaae
