@@ -1,7 +1,8 @@
 """Training and evaluation under torchrun: 2 CPU processes over gloo on the loopback interface, started the way the
 docs start several machines (a c10d rendezvous endpoint). Checks that rank 0 alone writes files, that 2 processes
 with batches of b train like 1 process with batches of 2b, that a process that dies or stops ends the whole job in
-bounded time and that the run then resumes bit-identical, that `mlpipe train` under torchrun counts every test sample
+bounded time and that the run then resumes bit-identical, that two torchrun agents as two nodes train, resume after
+one node is killed and evaluate like one node, that `mlpipe train` under torchrun counts every test sample
 once (predictions.csv has a row per sample and metrics.json equals a single-process `mlpipe eval`), and that too
 little data or another number of processes on --resume are refused."""
 import contextlib, csv, io, json, os, shutil, signal, socket, subprocess, sys, time
@@ -111,6 +112,78 @@ def test_a_process_that_dies_ends_the_job_and_the_run_resumes_bit_identical(runs
     done = run(worker(tmp_path, '--batch-size', 64, '--resume'), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same(load_checkpoint(tmp_path/'final.pt'), load_checkpoint(runs[2]/'final.pt'))
+
+
+def two_nodes(folder, *args, port: int) -> list:
+    "Two torchrun agents on this machine, each a node of one process, meeting at a c10d rendezvous on 127.0.0.1."
+    agent = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc-per-node', '1', '--rdzv-backend', 'c10d',
+             '--rdzv-endpoint', f'127.0.0.1:{port}', str(WORKER), str(folder), *map(str, args)]
+    return [agent, agent]
+
+
+def start_nodes(commands, folder, logs: Path) -> list:
+    "Start each agent in its own session (a node of its own), its output in LOGS/node{i}.log; the first one hosts the store."
+    procs = []
+    for i, command in enumerate(commands):
+        log = open(logs/f'node{i}.log', 'w')
+        procs.append(subprocess.Popen(command, cwd=ROOT, env=env_for(folder), stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+        log.close()
+        if i == 0: time.sleep(1)  # the first agent binds the rendezvous port: it hosts the store the other joins
+    return procs
+
+
+def last_step(logs: Path) -> int:
+    "The last optimizer step rank 0 printed, whichever node it runs on."
+    steps = [int(line) for i in (0, 1) for line in (logs/f'node{i}.log').read_text().split() if line.isdigit()]
+    return max(steps, default=0)
+
+
+def kill_tree(pid: int):
+    "SIGKILL process `pid` and every process under it (torchrun starts its workers in sessions of their own)."
+    children = {}
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try: fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError: continue  # it ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        with contextlib.suppress(ProcessLookupError): os.kill(p, signal.SIGKILL)
+
+
+def wait_all(procs, timeout: float) -> list:
+    "Exit statuses of `procs`; past `timeout` seconds, kill every node and fail."
+    end = time.monotonic() + timeout
+    try: return [p.wait(timeout=max(0.1, end - time.monotonic())) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs: kill_tree(p.pid)
+        raise
+
+
+@pytest.mark.slow
+def test_two_nodes_train_resume_after_an_agent_is_killed_and_count_every_test_sample_once(runs, tmp_path):
+    folder, logs = tmp_path/'run', tmp_path/'logs'
+    folder.mkdir()
+    logs.mkdir()
+    nodes = start_nodes(two_nodes(folder, '--batch-size', 64, '--every', 5, port=free_port()), folder, logs)
+    end = time.monotonic() + 150
+    while last_step(logs) < STEPS_PER_EPOCH + 12 and time.monotonic() < end and all(p.poll() is None for p in nodes):
+        time.sleep(0.2)
+    assert last_step(logs) >= STEPS_PER_EPOCH + 12, (logs/'node0.log').read_text()[-3000:]
+    kill_tree(nodes[1].pid)  # the second node's agent and its process, as when a machine goes down
+    start = time.monotonic()
+    status = wait_all(nodes, timeout=120)
+    assert status[0] != 0 and time.monotonic() - start < 90, f"the surviving node exited {status[0]}"
+    saved = load_checkpoint(folder/'last.pt')
+    assert saved['epoch'] == 1 and 0 < saved['batch'] < STEPS_PER_EPOCH and not (folder/'final.pt').exists()
+    nodes = start_nodes(two_nodes(folder, '--batch-size', 64, '--resume', port=free_port()), folder, logs)
+    assert wait_all(nodes, timeout=180) == [0, 0], (logs/'node0.log').read_text()[-3000:] + (logs/'node1.log').read_text()[-3000:]
+    assert_same(load_checkpoint(folder/'final.pt'), load_checkpoint(runs[2]/'final.pt'))  # as on one node
+    two_nodes_result, one_node_result = (json.loads((f/'result.json').read_text()) for f in (folder, runs[2]))
+    assert two_nodes_result['n_predictions'] == two_nodes_result['test']['n_samples'] == 2000  # each test image once
+    assert two_nodes_result['test'] == one_node_result['test']
 
 
 def test_a_process_that_stops_answering_ends_the_job_after_the_timeout(tmp_path):
