@@ -58,7 +58,11 @@ def test_fashion_mnist_missing_and_offline(tmp_path, monkeypatch):
         get_dataset('fashion_mnist', root=tmp_path)
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
+needs_debian = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
+                                  reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
+
+
+@needs_debian
 def test_fashion_mnist_from_debian_offline(tmp_path):
     train = get_dataset('fashion_mnist', root=tmp_path, download=False)
     test = get_dataset('fashion_mnist', root=tmp_path, train=False, download=False)
@@ -72,7 +76,8 @@ def test_sample_is_checked_against_its_checksums(tmp_path, monkeypatch):
     import shutil, mlpipe.data
     damaged = tmp_path/'assets'
     shutil.copytree(mlpipe.data.SAMPLE_DIR, damaged)
-    data = bytearray((damaged/'t10k-labels-idx1-ubyte.gz').read_bytes()); data[-9] ^= 1
+    data = bytearray((damaged/'t10k-labels-idx1-ubyte.gz').read_bytes())
+    data[-9] ^= 1
     (damaged/'t10k-labels-idx1-ubyte.gz').write_bytes(bytes(data))
     monkeypatch.setattr(mlpipe.data, 'SAMPLE_DIR', damaged)
     with pytest.raises(DataError, match='does not match its SHA-256 sum'):
@@ -154,7 +159,8 @@ def in_thread(call, seconds=20):
 def test_a_fifo_named_png_is_refused_not_waited_on(tmp_path):
     root = image_folder(tmp_path, {'train': ('a', 'b'), 'test': ('a', 'b')})
     os.mkfifo(root/'train'/'a'/'pipe.png')
-    for call in (lambda: get_dls(f'folder:{root}', batch_size=2, device='cpu'), lambda: load_image(root/'train'/'a'/'pipe.png')):
+    pipe = root/'train'/'a'/'pipe.png'
+    for call in (lambda: get_dls(f'folder:{root}', batch_size=2, device='cpu'), lambda: load_image(pipe)):
         error = in_thread(call).get('error')
         assert isinstance(error, DataError), repr(error)
         assert str(root/'train'/'a'/'pipe.png') in str(error) and 'not a regular file' in str(error), str(error)
@@ -207,7 +213,7 @@ def test_a_damaged_cache_with_no_source_names_the_file(tmp_path, monkeypatch, ho
         assert str(raw/'train-images-idx3-ubyte') in text and 'delete it' in text, text
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
+@needs_debian
 def test_a_damaged_fashion_mnist_cache_is_unpacked_again_from_debians_copy(tmp_path, monkeypatch):
     from torchvision import datasets
     def offline(self): raise RuntimeError('offline')

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name('distributed_worker.py')
 AUDIT = Path(__file__).with_name('rank_audit')  # its sitecustomize makes any write by rank 1 to the run folder an error
 STEPS_PER_EPOCH = 70  # the sample's 9,000 training images in global batches of 128, the last partial one dropped
-MLPIPE = shutil.which('mlpipe', path=str(Path(sys.executable).parent)) or shutil.which('mlpipe')  # the installed command
+MLPIPE = shutil.which('mlpipe', path=str(Path(sys.executable).parent)) or shutil.which('mlpipe')  # the command
 N_TEST = 101  # an odd number of test images: 2 processes cannot split them evenly
 
 
@@ -46,7 +46,8 @@ def env_for(folder: Path, **extra) -> dict:
 def run(command, folder, timeout=180, **env) -> subprocess.CompletedProcess:
     "Run `command` to its end; past `timeout` seconds, kill it with every process it started, and fail."
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, env=env_for(folder, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(command, cwd=ROOT, env=env_for(folder, **env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try: stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -60,7 +61,8 @@ def run(command, folder, timeout=180, **env) -> subprocess.CompletedProcess:
 
 def worker(folder, *args, nproc=2) -> list:
     args = [str(a) for a in args]
-    return torchrun(WORKER, folder, *args, nproc=nproc) if nproc > 1 else [sys.executable, str(WORKER), str(folder), *args]
+    if nproc == 1: return [sys.executable, str(WORKER), str(folder), *args]
+    return torchrun(WORKER, folder, *args, nproc=nproc)
 
 
 @pytest.fixture(scope='module')
@@ -86,7 +88,8 @@ def test_only_rank_zero_writes_files(runs):
 def test_sync_batchnorm_is_refused_on_cpus(runs):
     refused = json.loads((runs[2]/'result.json').read_text())['sync_batchnorm_refused']  # asked for by the 2 processes
     assert refused.startswith('sync_batchnorm needs CUDA GPUs'), refused
-    assert json.loads((runs[1]/'result.json').read_text())['sync_batchnorm_refused'] is None  # one process: nothing to sync
+    one = json.loads((runs[1]/'result.json').read_text())
+    assert one['sync_batchnorm_refused'] is None  # one process: nothing to sync
 
 
 def test_two_processes_train_like_one_with_twice_the_batch(runs):
@@ -105,8 +108,9 @@ def test_two_processes_train_like_one_with_twice_the_batch(runs):
 def test_a_process_that_dies_ends_the_job_and_the_run_resumes_bit_identical(runs, tmp_path):
     die_at = STEPS_PER_EPOCH + 12  # rank 1 exits mid second epoch; rank 0 saved last.pt at step 80
     done = run(worker(tmp_path, '--batch-size', 64, '--every', 5, '--die-at', die_at), tmp_path, timeout=120)
-    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"  # start-up included
-    assert 'ChildFailedError' in done.stderr and 'exitcode  : 3' in done.stderr, done.stderr[-3000:]  # torchrun's summary
+    # start-up included
+    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"
+    assert 'ChildFailedError' in done.stderr and 'exitcode  : 3' in done.stderr, done.stderr[-3000:]  # its summary
     saved = load_checkpoint(tmp_path/'last.pt')
     assert saved['epoch'] == 1 and 0 < saved['batch'] < STEPS_PER_EPOCH and not (tmp_path/'final.pt').exists()
     done = run(worker(tmp_path, '--batch-size', 64, '--resume'), tmp_path)
@@ -116,13 +120,14 @@ def test_a_process_that_dies_ends_the_job_and_the_run_resumes_bit_identical(runs
 
 def two_nodes(folder, *args, port: int) -> list:
     "Two torchrun agents on this machine, each a node of one process, meeting at a c10d rendezvous on 127.0.0.1."
-    agent = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc-per-node', '1', '--rdzv-backend', 'c10d',
-             '--rdzv-endpoint', f'127.0.0.1:{port}', str(WORKER), str(folder), *map(str, args)]
+    agent = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc-per-node', '1',
+             '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'127.0.0.1:{port}', WORKER, folder, *args]
+    agent = [str(a) for a in agent]
     return [agent, agent]
 
 
 def start_nodes(commands, folder, logs: Path) -> list:
-    "Start each agent in its own session (a node of its own), its output in LOGS/node{i}.log; the first one hosts the store."
+    "Start each agent in a session of its own, its output in LOGS/node{i}.log; the first one hosts the store."
     procs = []
     for i, command in enumerate(commands):
         log = open(logs/f'node{i}.log', 'w')
@@ -179,7 +184,8 @@ def test_two_nodes_train_resume_after_an_agent_is_killed_and_count_every_test_sa
     saved = load_checkpoint(folder/'last.pt')
     assert saved['epoch'] == 1 and 0 < saved['batch'] < STEPS_PER_EPOCH and not (folder/'final.pt').exists()
     nodes = start_nodes(two_nodes(folder, '--batch-size', 64, '--resume', port=free_port()), folder, logs)
-    assert wait_all(nodes, timeout=180) == [0, 0], (logs/'node0.log').read_text()[-3000:] + (logs/'node1.log').read_text()[-3000:]
+    output = lambda: ''.join((logs/f'node{i}.log').read_text()[-3000:] for i in (0, 1))  # noqa: E731
+    assert wait_all(nodes, timeout=180) == [0, 0], output()
     assert_same(load_checkpoint(folder/'final.pt'), load_checkpoint(runs[2]/'final.pt'))  # as on one node
     two_nodes_result, one_node_result = (json.loads((f/'result.json').read_text()) for f in (folder, runs[2]))
     assert two_nodes_result['n_predictions'] == two_nodes_result['test']['n_samples'] == 2000  # each test image once
@@ -188,7 +194,8 @@ def test_two_nodes_train_resume_after_an_agent_is_killed_and_count_every_test_sa
 
 def test_a_process_that_stops_answering_ends_the_job_after_the_timeout(tmp_path):
     done = run(worker(tmp_path, '--hang-at', 3), tmp_path, timeout=120, MLPIPE_DIST_TIMEOUT='3')
-    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"  # not the default 300s
+    # not the default 300s
+    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"
     assert 'Timed out' in done.stderr and 'ChildFailedError' in done.stderr, done.stderr[-3000:]
 
 
@@ -210,7 +217,9 @@ def images(tmp_path_factory) -> Path:
 def cli_run(images, tmp_path_factory):
     "`mlpipe train` under torchrun with 2 processes; returns the run folder and what the job printed."
     folder = tmp_path_factory.mktemp('cli')/'run'
-    done = run(torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 16, '--out', folder), folder)
+    command = torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 16,
+                       '--out', folder)
+    done = run(command, folder)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folder, done.stdout
 
@@ -227,11 +236,12 @@ def test_mlpipe_train_under_torchrun_writes_and_prints_once(cli_run):
 
 
 def mlpipe_here(*args) -> tuple[int, list]:
-    "Run `mlpipe ARGS` in this process, with one thread as the torchrun processes had; its exit status and stderr lines."
+    "Run `mlpipe ARGS` here, with one thread as the torchrun processes had; its exit status and stderr lines."
     threads, err = torch.get_num_threads(), io.StringIO()
     torch.set_num_threads(1)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err): status = main([str(a) for a in args])
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            status = main([str(a) for a in args])
     finally: torch.set_num_threads(threads)
     return status, err.getvalue().splitlines()
 
@@ -248,14 +258,18 @@ def test_mlpipe_resume_with_another_number_of_processes_is_refused(cli_run, tmp_
     shutil.copytree(cli_run[0], folder)
     (folder/'metrics.json').unlink()  # as if the run had been stopped before its evaluation
     assert mlpipe_here('train', '--out', folder, '--resume') == (1, [
-        f"mlpipe: error: Cannot resume from {folder/'last.pt'}: it was saved by a run of 2 processes and this run has 1: "
+        f"mlpipe: error: Cannot resume from {folder/'last.pt'}: "
+        "it was saved by a run of 2 processes and this run has 1: "
         "resume with 2 (torchrun --nproc-per-node 2, or without torchrun for 1)."])
 
 
 def test_too_few_training_samples_for_the_processes(images, tmp_path):
     folder = tmp_path/'run'  # 108 training images cannot give 2 processes a share of each batch of 256
-    done = run(torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 256, '--out', folder),
+    command = torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 256,
+                       '--out', folder)
+    done = run(command,
                folder, timeout=120)
     assert done.returncode != 0 and not folder.exists()
     assert ('mlpipe (process 0 of 2): error: 108 training samples are too few for 2 processes with batch_size=256: '
-            'process 1 would get none. Use fewer processes or a smaller batch size.') in done.stderr, done.stderr[-3000:]
+            'process 1 would get none. Use fewer processes or a smaller batch size.') in done.stderr, \
+        done.stderr[-3000:]
