@@ -267,7 +267,7 @@ def as_tensors(ds: Dataset, # a dataset from `get_dataset`
     shapes = {tuple(im.shape[1:]) for im in images}
     if len(shapes) > 1:
         some = ', '.join(f'{h}x{w}' for h, w in sorted(shapes)[:3]) + (', ...' if len(shapes) > 3 else '')
-        raise DataError(f"The images in {ds.root} have different sizes ({some}): give a size to resize them all.")
+        raise DataError(f"The images in {ds.root} have different sizes ({some}): resize them to one size.")
     if not images: raise DataError(f"{ds.root} holds no images.")
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
@@ -509,7 +509,7 @@ def _memory_loaders(train_ds, test_ds, train_idx, valid_idx, size, make):
     x_test, y_test = as_tensors(test_ds, size=size)
     if x_test.shape[1:] != x_train.shape[1:]:
         raise DataError(f"The test images are {tuple(x_test.shape[2:])} and the training images "
-                        f"{tuple(x_train.shape[2:])}: give a size to resize them alike.")
+                        f"{tuple(x_train.shape[2:])}: resize them to one size.")
     def loader(idx, train):
         return MemoryLoader(x_train[idx], y_train[idx], stats, shuffle=train, **make(len(idx), train))
     test = MemoryLoader(x_test, y_test, stats, **make(len(x_test), False))
