@@ -35,7 +35,8 @@ def default_device() -> torch.device:
     "The best device here: CUDA (under torchrun, the GPU of this process's local rank), then Apple's MPS, then the CPU."
     if torch.cuda.is_available():
         return torch.device('cuda', get_local_rank()) if get_world_size() > 1 else torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
+    mps = getattr(torch.backends, 'mps', None)
+    if mps is not None and mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
 # %% ../nbs/00_core.ipynb #58a896d9

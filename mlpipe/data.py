@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #f7e9a4d6
 from __future__ import annotations
-import gzip, hashlib, importlib.resources, math, os
+import gzip, hashlib, importlib.resources, math, os, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,8 +27,8 @@ __all__ = ['DATASETS', 'DEBIAN_FASHION_MNIST', 'SAMPLE_DIR', 'MNIST_FILES', 'AUG
 
 # %% ../nbs/00_data.ipynb #961ffa0e
 DATASETS = ('fashion_mnist_sample', 'fashion_mnist', 'mnist', 'cifar10', 'folder:PATH')
-DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')  # where `apt-get install dataset-fashion-mnist` puts it
-SAMPLE_DIR = Path(str(importlib.resources.files('mlpipe')))/'assets'/'fashion_mnist_sample'  # the bundled sample, inside the package
+DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')  # from `apt-get install dataset-fashion-mnist`
+SAMPLE_DIR = Path(str(importlib.resources.files('mlpipe')))/'assets'/'fashion_mnist_sample'  # inside the package
 MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
 
 class DataError(RuntimeError):
@@ -42,47 +42,84 @@ def default_root() -> Path:
 def _sha256sums(folder: Path) -> dict:
     "The `SHA256SUMS` file of `folder` as {file name: hex digest}."
     lines = (folder/'SHA256SUMS').read_text().split('\n')
-    return {name: digest for digest, name in (l.split() for l in lines if l.strip())}
+    return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
 
-def _unpack_idx(src: Path, raw: Path, checksums: dict | None = None):
-    "Decompress the four idx files from `src` (`*.gz`) into `raw`, where torchvision's MNIST classes read them."
+def _idx_problem(head: bytes, # the first 16 bytes of the file, or all of it when it is shorter
+                 size: int, # the file's size in bytes
+                ) -> str | None:
+    "What is wrong with an idx file of bytes (a header that is not one, a size its header does not promise), or None."
+    ndim = head[3] if len(head) >= 4 else 0
+    if head[:3] != b'\0\0\x08' or not 1 <= ndim <= 3 or len(head) < 4 + 4 * ndim:
+        return 'its header is not an idx header'
+    dims = [int.from_bytes(head[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim)]
+    expected = 4 + 4 * ndim + math.prod(dims)
+    return None if size == expected else f'it has {size:,} bytes where its header promises {expected:,}'
+
+def _file_problem(path: Path) -> str | None:
+    "What is wrong with the idx file at `path`, or None when it is sound."
+    with open(path, 'rb') as f: return _idx_problem(f.read(16), path.stat().st_size)
+
+def _unpack_idx(src: Path, # the folder of the four `*.gz` files
+                raw: Path, # where torchvision's MNIST classes read them, decompressed
+                mend: str, # what to do when `src` itself is damaged
+                checksums: dict | None = None, # {file name: SHA-256} to check the archives against
+               ):
+    "Decompress each idx file `raw` lacks or holds damaged (truncated, a bad header) from its archive in `src`."
     for name in MNIST_FILES:
-        dest = raw/name
-        if dest.exists(): continue
-        data = (src/f'{name}.gz').read_bytes()
-        if checksums is not None and hashlib.sha256(data).hexdigest() != checksums.get(f'{name}.gz'):
-            raise DataError(f"{src/name}.gz does not match its SHA-256 sum: the installed mlpipe package is damaged; "
-                            "reinstall it (pip install --force-reinstall mlpipe).")
-        try:
-            raw.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f'{name}.{os.getpid()}.tmp')
-            tmp.write_bytes(gzip.decompress(data))
-            os.replace(tmp, dest)  # atomic: a reader never sees half a file
-        except PermissionError as e:
-            raise DataError(f"Cannot write the decompressed data to {raw} ({e.strerror}); "
-                            "set MLPIPE_DATA (or pass root=/--data-dir) to a folder you can write.") from None
+        dest, archive = raw/name, src/f'{name}.gz'
+        if dest.is_file() and _file_problem(dest) is None: continue
+        try: data = archive.read_bytes()
+        except OSError as e: raise DataError(f"Cannot read {archive} ({e.strerror}): {mend}.") from None
+        if checksums is not None and hashlib.sha256(data).hexdigest() != checksums.get(archive.name):
+            raise DataError(f"{archive} does not match its SHA-256 sum: {mend}.")
+        try: data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e: raise DataError(f"{archive} is damaged ({e}): {mend}.") from None
+        problem = _idx_problem(data[:16], len(data))
+        if problem: raise DataError(f"{archive} does not hold an idx file ({problem}): {mend}.")
+        _write_atomically(dest, data)
+
+def _write_atomically(dest: Path, data: bytes):
+    "Write `data` to `dest` through a temporary file, so that a reader never sees half of it."
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f'{dest.name}.{os.getpid()}.tmp')
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    except PermissionError as e:
+        raise DataError(f"Cannot write the decompressed data to {dest.parent} ({e.strerror}); "
+                        "set MLPIPE_DATA (or pass root=/--data-dir) to a folder you can write.") from None
 
 # %% ../nbs/00_data.ipynb #76e6661c
+def _check_cache(raw: Path):
+    "Raise a `DataError` naming the first damaged idx file in `raw` (one with no archive to unpack it from again)."
+    for name in MNIST_FILES:
+        problem = _file_problem(raw/name) if (raw/name).is_file() else None
+        if problem: raise DataError(f"{raw/name} is damaged ({problem}): delete it and run again to fetch it anew.")
+
 def _mnist_like(cls, name: str, root: Path, train: bool, download: bool, transform, hint: str):
     "Load one of torchvision's MNIST-style datasets from `root`, downloading it if allowed, or say how to get it."
+    raw = root/cls.__name__/'raw'
+    _check_cache(raw)  # torchvision would fail later with a shape error that names no file
     try: return cls(root, train=train, transform=transform, download=False)
     except RuntimeError: pass  # not on disk yet
-    raw = root/cls.__name__/'raw'
     if not download:
         raise DataError(f"{name} is not in {raw} and download=False. {hint}")
     try: return cls(root, train=train, transform=transform, download=True)
     except (URLError, OSError, RuntimeError) as e:
-        raise DataError(f"{name} is not in {raw} and could not be downloaded ({type(e).__name__}: {e}). {hint}") from None
+        reason = f"{type(e).__name__}: {e}"
+        raise DataError(f"{name} is not in {raw} and could not be downloaded ({reason}). {hint}") from None
 
 def _fashion_mnist_sample(root, train, download, transform):
     root = root/'fashion_mnist_sample'
-    _unpack_idx(SAMPLE_DIR, root/'FashionMNIST'/'raw', _sha256sums(SAMPLE_DIR))
+    mend = 'the installed mlpipe package is damaged; reinstall it (pip install --force-reinstall mlpipe)'
+    _unpack_idx(SAMPLE_DIR, root/'FashionMNIST'/'raw', mend, _sha256sums(SAMPLE_DIR))
     return datasets.FashionMNIST(root, train=train, transform=transform)
 
 def _fashion_mnist(root, train, download, transform):
     raw = root/'FashionMNIST'/'raw'
-    if DEBIAN_FASHION_MNIST.is_dir() and not all((raw/n).exists() for n in MNIST_FILES):
-        _unpack_idx(DEBIAN_FASHION_MNIST, raw)  # offline copy from Debian's dataset-fashion-mnist
+    if DEBIAN_FASHION_MNIST.is_dir():  # offline copy from Debian's dataset-fashion-mnist
+        mend = "reinstall Debian's copy (apt-get install --reinstall dataset-fashion-mnist)"
+        _unpack_idx(DEBIAN_FASHION_MNIST, raw, mend)
     hint = ("Connect to the internet, or install Debian's copy (apt-get install dataset-fashion-mnist), "
             f"or put the four official idx files in {raw}. The bundled 'fashion_mnist_sample' works offline.")
     return _mnist_like(datasets.FashionMNIST, 'fashion_mnist', root, train, download, transform, hint)
@@ -105,29 +142,95 @@ def _cifar10(root, train, download, transform):
     if not download: raise DataError(f"cifar10 is not in {folder} and download=False. {hint}")
     try: return datasets.CIFAR10(root, train=train, transform=transform, download=True)
     except (URLError, OSError, RuntimeError) as e:
-        raise DataError(f"cifar10 is not in {folder} and could not be downloaded ({type(e).__name__}: {e}). {hint}") from None
+        reason = f"{type(e).__name__}: {e}"
+        raise DataError(f"cifar10 is not in {folder} and could not be downloaded ({reason}). {hint}") from None
 
 # %% ../nbs/00_data.ipynb #1a298321
 def load_image(path) -> Image.Image:
     "Open the image at `path` as RGB, or raise a `DataError` that names the file."
+    path = Path(path)
+    if not path.exists(): raise DataError(f"{path} does not exist: check the file's name and folder.")
+    # a FIFO or a device would make open() wait forever, or read without end
+    if not path.is_file(): raise DataError(f"{path} is not a regular file: remove it, or give the path of an image.")
     try:
-        with open(path, 'rb') as f: return Image.open(f).convert('RGB')
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)  # a huge image is an error, not a warning
+            with Image.open(path) as img: return img.convert('RGB')
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{path} is too large to open safely: {e} Remove that file, or make it smaller.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path} is not a readable image ({type(e).__name__}: {e}). Remove or replace that file.") from None
+        reason = 'not a format PIL knows' if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
+        raise DataError(f"{path} is not a readable image ({reason}). Remove or replace that file.") from None
+
+# %% ../nbs/00_data.ipynb #ac3ab9c9
+def _inside(path: str, folder: str) -> bool:
+    "Whether `path` is `folder` or lies under it (both real paths)."
+    return path == folder or path.startswith(folder + os.sep)
+
+def _image_files(folder: Path, # a class folder
+                 split: Path, # the split folder that holds it
+                 extensions: tuple[str, ...], # the file endings of images
+                ) -> list[str]:
+    "The image files under a class folder, each real folder read once, and only real files."
+    home, split_home = os.path.realpath(folder), os.path.realpath(split)
+    seen, files = set(), []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        # a link may lead back up (a loop), into a folder read already, or into another class: none of that is data
+        upward = _inside(home, real) and real != home
+        other_class = _inside(real, split_home) and not _inside(real, home)
+        if real in seen or upward or other_class:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()
+        files += [os.path.join(top, n) for n in sorted(names) if n.lower().endswith(extensions)]
+    for path in files:
+        if not os.path.isfile(path):  # a FIFO, a device or a broken link: reading it would hang or fail mid-training
+            raise DataError(f"{path} is not a regular file: remove it from the dataset.")
+    if not files: raise DataError(f"{folder} holds no images ({', '.join(extensions)}): add some, or remove it.")
+    return files
+
+class _ImageFolder(datasets.ImageFolder):
+    "torchvision's `ImageFolder`, reading each class folder with `_image_files`."
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        split = Path(directory)
+        return [(path, label) for name, label in sorted(class_to_idx.items(), key=lambda item: item[1])
+                for path in _image_files(split/name, split, extensions)]
+
+def _class_folders(split: Path) -> list[str]:
+    "The class folders of a split, sorted as `ImageFolder` numbers them."
+    return sorted(entry.name for entry in os.scandir(split) if entry.is_dir())
+
+def _check_classes(root: Path, layout: str):
+    "Refuse a folder dataset whose splits have no, one, or different class folders."
+    train, test = (_class_folders(root/s) if (root/s).is_dir() else None for s in ('train', 'test'))
+    for split, classes in (('train', train), ('test', test)):
+        if classes == []: raise DataError(f"{root/split} has no class folders: {layout}.")
+    if train is not None and len(train) == 1:
+        raise DataError(f"{root/'train'} has only one class folder ({train[0]}): a classifier needs at least two; "
+                        "add a folder of images for each class.")
+    if train is not None and test is not None and train != test:
+        pairs = (('train', train, test), ('test', test, train))
+        only = [f"only in {s}: {', '.join(sorted(set(a) - set(b)))}" for s, a, b in pairs if set(a) - set(b)]
+        raise DataError(f"The class folders of {root/'train'} and {root/'test'} differ ({'; '.join(only)}): "
+                        "give both splits the same classes.")
 
 def _folder(path: str, train: bool, transform):
-    split = Path(path).expanduser()/('train' if train else 'test')
+    root = Path(path).expanduser()
+    split = root/('train' if train else 'test')
     layout = "a folder dataset needs PATH/train/CLASS/*.png and PATH/test/CLASS/*.png (any image format)"
     if not split.is_dir(): raise DataError(f"{split} is not a folder: {layout}.")
-    try: return datasets.ImageFolder(split, transform=transform, loader=load_image)
-    except FileNotFoundError as e: raise DataError(f"No images found in {split} ({e}): {layout}.") from None
+    _check_classes(root, layout)
+    return _ImageFolder(split, transform=transform, loader=load_image)
 
 # %% ../nbs/00_data.ipynb #1908b3ea
 _LOADERS = {'fashion_mnist_sample': _fashion_mnist_sample, 'fashion_mnist': _fashion_mnist,
             'mnist': _mnist, 'cifar10': _cifar10}
 
 def get_dataset(name: str = 'fashion_mnist_sample', # one of `DATASETS`; `folder:PATH` for your own images
-                root: str | Path | None = None, # where datasets are kept; default `default_root()`
+                root: str | Path | None = None, # where datasets are kept; default: `default_root()`
                 train: bool = True, # the training split, else the test split
                 download: bool = True, # download the data when it is not on disk
                 transform: Callable | None = None, # applied to each PIL image, as torchvision does
@@ -145,7 +248,7 @@ def get_dataset(name: str = 'fashion_mnist_sample', # one of `DATASETS`; `folder
 # %% ../nbs/00_data.ipynb #e097d10a
 def as_tensors(ds: Dataset, # a dataset from `get_dataset`
                indices: Sequence[int] | None = None, # which samples; default all
-               size: int | tuple[int, int] | None = None, # resize images to this (height, width); folder datasets only
+               size: int | tuple[int, int] | None = None, # resize images to (height, width); folder datasets only
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "A dataset's images as one `uint8` tensor [N, C, H, W] and its labels as `int64` [N]."
     idx = torch.arange(len(ds)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
@@ -159,11 +262,12 @@ def as_tensors(ds: Dataset, # a dataset from `get_dataset`
         path, label = ds.samples[i]
         img = ds.loader(path)
         if resize: img = resize(img)
-        images.append(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)); labels.append(label)
+        images.append(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1))
+        labels.append(label)
     shapes = {tuple(im.shape[1:]) for im in images}
     if len(shapes) > 1:
-        raise DataError(f"The images in {ds.root} have different sizes ({', '.join(f'{h}x{w}' for h, w in sorted(shapes)[:3])}"
-                        f"{', ...' if len(shapes) > 3 else ''}): pass size=(height, width) to resize them all.")
+        some = ', '.join(f'{h}x{w}' for h, w in sorted(shapes)[:3]) + (', ...' if len(shapes) > 3 else '')
+        raise DataError(f"The images in {ds.root} have different sizes ({some}): resize them to one size.")
     if not images: raise DataError(f"{ds.root} holds no images.")
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
@@ -172,10 +276,12 @@ def compute_stats(images: torch.Tensor, # uint8 images [N, C, H, W]
                  ) -> dict:
     "Per-channel mean and standard deviation of `uint8` images, on the [0, 1] scale, as plain lists."
     x = images.transpose(0, 1).reshape(images.shape[1], -1)
-    n, total, squares = x.shape[1], torch.zeros(x.shape[0], dtype=torch.float64), torch.zeros(x.shape[0], dtype=torch.float64)
+    n = x.shape[1]
+    total, squares = (torch.zeros(x.shape[0], dtype=torch.float64) for _ in range(2))
     for chunk in x.split(1 << 24, dim=1):  # chunks keep float64 copies small on large datasets
         c = chunk.double()
-        total += c.sum(1); squares += (c * c).sum(1)
+        total += c.sum(1)
+        squares += (c * c).sum(1)
     mean = total / n
     std = (squares / n - mean * mean).clamp_min(0).sqrt()
     return {'mean': (mean / 255).tolist(), 'std': (std / 255).tolist()}
@@ -207,7 +313,8 @@ def split_indices(n: int, # number of training samples
         raise ValueError(f"valid_pct must be a fraction between 0 and 1 (exclusive), got {valid_pct!r}.")
     n_valid = round(n * valid_pct)
     if not 0 < n_valid < n:
-        raise ValueError(f"valid_pct={valid_pct} of {n} samples leaves an empty split; use a larger dataset or another fraction.")
+        raise ValueError(f"valid_pct={valid_pct} of {n} samples leaves an empty split: "
+                         "use a larger dataset or another fraction.")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_valid:].sort().values, perm[:n_valid].sort().values
 
@@ -226,12 +333,12 @@ def augment_batch(x: torch.Tensor, # uint8 images [B, C, H, W]
                   padding: int, # zero padding before the random crop
                   flip: bool, # random horizontal flip
                   generator: torch.Generator, # source of the random crop offsets and flips
-                  first: int = 0, # `x` is rows `first` to `first + B` of a batch drawn for as a whole (a process's share)
-                  total: int | None = None, # the rows of that whole batch; default B
+                  first: int = 0, # `x` is rows `first` to `first + B` of a whole batch (a process's share)
+                  total: int | None = None, # the rows of that whole batch; default: B
                  ) -> torch.Tensor:
     "Random crop with zero padding and random horizontal flip, drawn per image, for a whole batch in one gather."
     B, C, H, W = x.shape
-    mine = slice(first, first + B)  # draw for the whole batch, keep this share's: its images get what one process gives them
+    mine = slice(first, first + B)  # draw for the whole batch, keep this share's: as one process would draw
     total = B if total is None else total
     if padding: x = F.pad(x, (padding,) * 4)
     dy = torch.randint(0, 2 * padding + 1, (total, 1), generator=generator)[mine].to(x.device)
@@ -250,7 +357,8 @@ def _shares(n: int, batch_size: int, rank: int = 0, world_size: int = 1, drop_la
     "Positions (in the epoch's order) of each batch of process `rank`: its slice of every global batch."
     step = batch_size * world_size
     batches = n // step if drop_last else math.ceil(n / step)
-    return [slice(min(i * step + rank * batch_size, n), min(i * step + (rank + 1) * batch_size, n)) for i in range(batches)]
+    starts = [i * step + rank * batch_size for i in range(batches)]
+    return [slice(min(s, n), min(s + batch_size, n)) for s in starts]
 
 def _check_shares(n: int, batch_size: int, world_size: int, drop_last: bool):
     "Raise a ValueError unless every process gets samples in every batch (the last process gets the fewest)."
@@ -261,7 +369,7 @@ def _check_shares(n: int, batch_size: int, world_size: int, drop_last: bool):
 
 # %% ../nbs/00_data.ipynb #a6d675da
 class MemoryLoader:
-    "Batches from a `uint8` image tensor kept on the device: shuffled with `randperm`, augmented per image, normalised in one step."
+    "Batches from `uint8` images kept on the device: shuffled by `randperm`, augmented per image, normalised at once."
     def __init__(self,
                  images: torch.Tensor, # uint8 images [N, C, H, W]
                  labels: torch.Tensor, # int64 labels [N]
@@ -299,8 +407,9 @@ class MemoryLoader:
             share = self.shares[i]
             sel = order[share] if self.shuffle else share
             x, y = self.images[sel], self.labels[sel]
-            if self.augment: x = augment_batch(x, self.augment['padding'], self.augment['flip'], _generator(self.seed, self.epoch, i),
-                                               first=share.start - i * step, total=min(step, n - i * step))
+            if self.augment:
+                padding, flip, g = self.augment['padding'], self.augment['flip'], _generator(self.seed, self.epoch, i)
+                x = augment_batch(x, padding, flip, g, first=share.start - i * step, total=min(step, n - i * step))
             yield torch.addcmul(self.shift, x.float(), self.scale), y
         self.start_batch = 0
 
@@ -312,7 +421,8 @@ class _EpochSampler(Sampler):
         self.epoch, self.start = 0, 0
     def __len__(self): return sum(s.stop - s.start for s in self.shares[self.start:])
     def __iter__(self):
-        idx = self.indices[torch.randperm(len(self.indices), generator=_generator(self.seed, self.epoch))] if self.shuffle else self.indices
+        idx = self.indices
+        if self.shuffle: idx = idx[torch.randperm(len(idx), generator=_generator(self.seed, self.epoch))]
         return iter([(self.epoch, i) for share in self.shares[self.start:] for i in idx[share].tolist()])
 
 class _SeededTransform(Dataset):
@@ -326,6 +436,11 @@ class _SeededTransform(Dataset):
             torch.manual_seed(_seed(self.seed, epoch, i))
             return self.transform(img), label
 
+def _worker_message(error: DataError) -> str:
+    "The one-line message of a `DataError`: a `DataLoader` worker's error comes back with the worker's traceback."
+    last = str(error).rstrip().splitlines()[-1]  # the traceback ends in 'mlpipe.data.DataError: MESSAGE'
+    return last.split(f'{type(error).__name__}: ', 1)[-1]
+
 class TorchLoader:
     "PyTorch's `DataLoader` over a torchvision dataset with PIL transforms, seeded and resumable like `MemoryLoader`."
     def __init__(self,
@@ -337,17 +452,20 @@ class TorchLoader:
                  device: str | torch.device = 'cpu', # where the batches appear
                  seed: int = 0, # seeds the order and the augmentation of every epoch
                  drop_last: bool = False, # skip a last, smaller batch
-                 num_workers: int | None = None, # worker processes; default: one per CPU core (shared by torchrun's processes), at most 8
+                 num_workers: int | None = None, # worker processes; default: the CPU cores this process has, at most 8
                  rank: int = 0, # under torchrun, which process this is: it serves its share of every batch
                  world_size: int = 1, # under torchrun, how many processes share every batch
                 ):
         if world_size > 1: _check_shares(len(indices), batch_size, world_size, drop_last)
         self.device, self.batch_size, self.drop_last = torch.device(device), batch_size, drop_last
-        if num_workers is None: num_workers = min(8, max(1, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
-        self.sampler = _EpochSampler(indices, shuffle, seed, _shares(len(indices), batch_size, rank, world_size, drop_last))
+        if num_workers is None:  # torchrun's processes on this machine share its cores
+            num_workers = min(8, max(1, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
+        shares = _shares(len(indices), batch_size, rank, world_size, drop_last)
+        self.sampler = _EpochSampler(indices, shuffle, seed, shares)
         # the sampler yields whole shares of batch_size, so the DataLoader's batches are exactly the shares
-        self.loader = DataLoader(_SeededTransform(dataset, transform, seed), batch_size=batch_size, sampler=self.sampler,
-                                 num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=self.device.type == 'cuda')
+        self.loader = DataLoader(_SeededTransform(dataset, transform, seed), batch_size=batch_size,
+                                 sampler=self.sampler, num_workers=num_workers, persistent_workers=num_workers > 0,
+                                 pin_memory=self.device.type == 'cuda')
 
     def __len__(self): return len(self.sampler.shares)
 
@@ -356,7 +474,9 @@ class TorchLoader:
         self.sampler.epoch, self.sampler.start = epoch, start_batch
 
     def __iter__(self):
-        for x, y in self.loader: yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        try:
+            for x, y in self.loader: yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        except DataError as e: raise DataError(_worker_message(e)) from None
         self.sampler.start = 0
 
 # %% ../nbs/00_data.ipynb #e96bfaae
@@ -382,23 +502,51 @@ class DataLoaders:
                 'size': list(self.size), 'stats': self.stats}
 
 # %% ../nbs/00_data.ipynb #f2ee91eb
+def _memory_loaders(train_ds, test_ds, train_idx, valid_idx, size, make):
+    "The train, valid and test `MemoryLoader`s, each split decoded once into one tensor; and the statistics."
+    x_train, y_train = as_tensors(train_ds, size=size)
+    stats = compute_stats(x_train[train_idx])
+    x_test, y_test = as_tensors(test_ds, size=size)
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise DataError(f"The test images are {tuple(x_test.shape[2:])} and the training images "
+                        f"{tuple(x_train.shape[2:])}: resize them to one size.")
+    def loader(idx, train):
+        return MemoryLoader(x_train[idx], y_train[idx], stats, shuffle=train, **make(len(idx), train))
+    test = MemoryLoader(x_test, y_test, stats, **make(len(x_test), False))
+    return (loader(train_idx, True), loader(valid_idx, False), test), stats, x_train.shape[1], tuple(x_train.shape[2:])
+
+def _torch_loaders(train_ds, test_ds, train_idx, valid_idx, size, make, seed, aug, num_workers, folder):
+    "The train, valid and test `TorchLoader`s with PIL transforms; the statistics from a sample of the training split."
+    if folder:  # large folder datasets: measure the statistics on a seeded sample of up to 5,000 training images
+        some = train_idx[torch.randperm(len(train_idx), generator=_generator(seed))[:5000]]
+        stats = compute_stats(as_tensors(train_ds, some, size=size)[0])
+    else: stats = compute_stats(as_tensors(train_ds, train_idx)[0])  # MNIST and CIFAR hold their data in memory
+    first = as_tensors(train_ds, [0], size=size)[0]
+    channels, hw = first.shape[1], tuple(first.shape[2:])
+    resize = [T.Resize(hw)] if folder and size else []
+    augment = aug or {'padding': 0, 'flip': False}
+    train_tfm = T.Compose(resize + [get_transforms(stats, train=True, size=hw, **augment)])
+    eval_tfm = T.Compose(resize + [get_transforms(stats)])
+    def loader(ds, idx, tfm, train): return TorchLoader(ds, idx, tfm, shuffle=train, num_workers=num_workers,
+                                                        **make(len(idx), train))
+    test = loader(test_ds, range(len(test_ds)), eval_tfm, False)
+    train, valid = loader(train_ds, train_idx, train_tfm, True), loader(train_ds, valid_idx, eval_tfm, False)
+    return (train, valid, test), stats, channels, hw
+
 def get_dls(dataset: str = 'fashion_mnist_sample', # a name from `DATASETS`
-            root: str | Path | None = None, # where datasets are kept; default `default_root()`
+            root: str | Path | None = None, # where datasets are kept; default: `default_root()`
             batch_size: int = 256, # training batch size (evaluation uses the same)
             valid_pct: float = 0.1, # fraction of the training split held out for validation
             seed: int = 42, # seeds the split, the order and the augmentation
             loader: str = 'memory', # 'memory' (fast, for data that fits) or 'torch' (DataLoader, PIL transforms)
             augment: bool | dict = True, # training augmentation: True for the dataset's default, a dict, or False
-            device: str | torch.device | None = None, # where batches appear; default `default_device()`
+            device: str | torch.device | None = None, # where batches appear; default: `default_device()`
             num_workers: int | None = None, # DataLoader workers ('torch' loader only)
             download: bool = True, # download the data when it is not on disk
             size: int | tuple[int, int] | None = None, # resize folder images to this size
            ) -> DataLoaders:
     "Train, validation and test loaders for a dataset by name, with its classes, channels, size and statistics."
     check_positive_int('batch_size', batch_size)
-    # under torchrun each process trains on its share of every batch; evaluation deals out whole batches instead
-    world = get_world_size()
-    shard, step = {'rank': get_rank(), 'world_size': world}, batch_size * world
     if loader not in ('memory', 'torch'): raise ValueError(f"loader must be 'memory' or 'torch', got {loader!r}.")
     device = torch.device(device) if device is not None else default_device()
     train_ds = get_dataset(dataset, root, train=True, download=download)
@@ -406,55 +554,40 @@ def get_dls(dataset: str = 'fashion_mnist_sample', # a name from `DATASETS`
     train_idx, valid_idx = split_indices(len(train_ds), valid_pct, seed)
     kind = 'folder' if dataset.startswith('folder:') else dataset
     aug = dict(AUGMENT[kind]) if augment is True else (dict(augment) if augment else None)
-    if loader == 'memory' or kind != 'folder':
-        x_train, y_train = as_tensors(train_ds, size=size)  # MNIST/CIFAR hold their data in memory anyway
-        stats = compute_stats(x_train[train_idx])
-    else:  # large folder datasets: measure the statistics on a seeded sample of up to 5,000 training images
-        some = train_idx[torch.randperm(len(train_idx), generator=_generator(seed))[:5000]]
-        stats = compute_stats(as_tensors(train_ds, some, size=size)[0])
-    if loader == 'memory':
-        x_test, y_test = as_tensors(test_ds, size=size)
-        if x_test.shape[1:] != x_train.shape[1:]:
-            raise DataError(f"The test images are {tuple(x_test.shape[2:])} and the training images {tuple(x_train.shape[2:])}: "
-                            "pass size=(height, width) to resize them alike.")
-        def make(x, y, train): return MemoryLoader(x, y, stats, batch_size, shuffle=train, augment=aug if train else None,
-                                                    device=device, seed=seed, drop_last=train and len(x) > step,
-                                                    **(shard if train else {}))
-        train, valid, test = make(x_train[train_idx], y_train[train_idx], True), make(x_train[valid_idx], y_train[valid_idx], False), make(x_test, y_test, False)
-        channels, hw = x_train.shape[1], tuple(x_train.shape[2:])
-    else:
-        first = as_tensors(train_ds, [0], size=size)[0]
-        channels, hw = first.shape[1], tuple(first.shape[2:])
-        resize = [T.Resize(hw)] if kind == 'folder' and size else []
-        aug_kw = aug or {'padding': 0, 'flip': False}
-        train_tfm = T.Compose(resize + [get_transforms(stats, train=True, size=hw, **aug_kw)])
-        eval_tfm = T.Compose(resize + [get_transforms(stats)])
-        def make(ds, idx, tfm, train): return TorchLoader(ds, idx, tfm, batch_size, shuffle=train, device=device, seed=seed,
-                                                          drop_last=train and len(idx) > step, num_workers=num_workers,
-                                                          **(shard if train else {}))
-        train = make(train_ds, train_idx, train_tfm, True)
-        valid, test = make(train_ds, valid_idx, eval_tfm, False), make(test_ds, range(len(test_ds)), eval_tfm, False)
-    return DataLoaders(train, valid, test, list(train_ds.classes), int(channels), hw, stats, dataset, aug)
+    # under torchrun each process trains on its share of every batch; evaluation deals out whole batches instead
+    world = get_world_size()
+    def make(n, train):
+        shard = {'rank': get_rank(), 'world_size': world} if train else {}
+        return {'batch_size': batch_size, 'device': device, 'seed': seed, 'drop_last': train and n > batch_size * world,
+                **({'augment': aug} if train and loader == 'memory' else {}), **shard}
+    splits = train_ds, test_ds, train_idx, valid_idx, size, make
+    if loader == 'memory': loaders, stats, channels, hw = _memory_loaders(*splits)
+    else: loaders, stats, channels, hw = _torch_loaders(*splits, seed, aug, num_workers, kind == 'folder')
+    return DataLoaders(*loaders, list(train_ds.classes), int(channels), hw, stats, dataset, aug)
 
 # %% ../nbs/00_data.ipynb #2b8b7b64
 def show_batch(dls: DataLoaders, # from `get_dls`
                split: str = 'train', # which loader: 'train', 'valid' or 'test'
                n: int = 16, # how many images
                ncols: int = 8, # images per row
-               figsize: tuple | None = None, # matplotlib figure size; default from `n` and `ncols`
+               figsize: tuple | None = None, # matplotlib figure size; default: from `n` and `ncols`
               ):
-    "A grid of `n` images from one of the loaders, with their class names; returns the matplotlib figure."
+    "A grid of `n` images from one of the loaders, titled with their class names; returns the matplotlib figure."
     import matplotlib.pyplot as plt
-    if split not in ('train', 'valid', 'test'): raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}.")
+    if split not in ('train', 'valid', 'test'):
+        raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}.")
     x, y = next(iter(getattr(dls, split)))
     x, y = x[:n].float().cpu(), y[:n].cpu()
     mean, std = (torch.tensor(dls.stats[k]).view(1, -1, 1, 1) for k in ('mean', 'std'))
     images = (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
     nrows = math.ceil(len(images) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize or (1.3 * ncols, 1.5 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize or (1.3 * ncols, 1.7 * nrows + 0.3), squeeze=False)
     for ax in axes.flat: ax.axis('off')
     for ax, im, label in zip(axes.flat, images, y):
         ax.imshow(im.squeeze(-1) if im.shape[-1] == 1 else im, cmap='gray' if im.shape[-1] == 1 else None)
         ax.set_title(dls.classes[label], fontsize=8)
+    augmented = ', augmented' if split == 'train' and dls.augment else ''
+    fig.suptitle(f"{dls.dataset}: a {split} batch{augmented}", fontsize=10)
     fig.tight_layout()
+    plt.close(fig)  # shown once, by whoever displays the returned figure
     return fig

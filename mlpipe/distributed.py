@@ -22,10 +22,10 @@ __all__ = ['DEFAULT_TIMEOUT', 'setup_distributed', 'teardown_distributed', 'barr
 # %% ../nbs/01a_distributed.ipynb #0b97e943
 DEFAULT_TIMEOUT = 300  # seconds a process waits for the others; $MLPIPE_DIST_TIMEOUT overrides it
 
-def setup_distributed(timeout: float | None = None, # seconds to wait for the other processes in any exchange; default `DEFAULT_TIMEOUT` or $MLPIPE_DIST_TIMEOUT
-                      backend: str | None = None, # 'gloo' or 'nccl'; default 'nccl' where there are CUDA GPUs, else 'gloo'
+def setup_distributed(timeout: float | None = None, # seconds to wait in an exchange; default: see `DEFAULT_TIMEOUT`
+                      backend: str | None = None, # 'gloo' or 'nccl'; default 'nccl' with CUDA GPUs, else 'gloo'
                      ) -> bool:
-    "Join the process group that `torchrun`'s environment describes; return False, doing nothing, when not under torchrun."
+    "Join the process group `torchrun`'s environment describes; return False, doing nothing, when not under torchrun."
     if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ: return False
     if dist.is_initialized(): return True
     if timeout is None: timeout = os.environ.get('MLPIPE_DIST_TIMEOUT', DEFAULT_TIMEOUT)

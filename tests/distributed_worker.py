@@ -5,7 +5,7 @@ the end, writes FOLDER/final.pt (the trainer's whole state) and FOLDER/result.js
 Usage: [torchrun --nproc-per-node 2] python distributed_worker.py FOLDER [--batch-size 64] [--epochs 2] [--dropout 0]
        [--every 5] [--resume] [--die-at STEP | --hang-at STEP]
 """
-import argparse, json, os, sys, time
+import argparse, json, os, time
 from pathlib import Path
 
 import torch
@@ -51,7 +51,7 @@ def main():
     trainer.fit(args.epochs, resume=folder/'last.pt' if args.resume else None)
     state = trainer.state_dict()  # an exchange under torchrun: every process calls it
     result = evaluate(trainer.model, dls.test, classes=dls.classes)
-    try: refused = Trainer(model, dls, device='cpu', sync_batchnorm=True) and None  # SyncBatchNorm on CPUs, with 2 processes
+    try: refused = Trainer(model, dls, device='cpu', sync_batchnorm=True) and None  # on CPUs, with 2 processes
     except ValueError as e: refused = str(e)
     if is_main_process():
         save_checkpoint(state, folder/'final.pt')

@@ -1,7 +1,8 @@
 """Training and evaluation under torchrun: 2 CPU processes over gloo on the loopback interface, started the way the
 docs start several machines (a c10d rendezvous endpoint). Checks that rank 0 alone writes files, that 2 processes
 with batches of b train like 1 process with batches of 2b, that a process that dies or stops ends the whole job in
-bounded time and that the run then resumes bit-identical, that `mlpipe train` under torchrun counts every test sample
+bounded time and that the run then resumes bit-identical, that two torchrun agents as two nodes train, resume after
+one node is killed and evaluate like one node, that `mlpipe train` under torchrun counts every test sample
 once (predictions.csv has a row per sample and metrics.json equals a single-process `mlpipe eval`), and that too
 little data or another number of processes on --resume are refused."""
 import contextlib, csv, io, json, os, shutil, signal, socket, subprocess, sys, time
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name('distributed_worker.py')
 AUDIT = Path(__file__).with_name('rank_audit')  # its sitecustomize makes any write by rank 1 to the run folder an error
 STEPS_PER_EPOCH = 70  # the sample's 9,000 training images in global batches of 128, the last partial one dropped
-MLPIPE = shutil.which('mlpipe', path=str(Path(sys.executable).parent)) or shutil.which('mlpipe')  # the installed command
+MLPIPE = shutil.which('mlpipe', path=str(Path(sys.executable).parent)) or shutil.which('mlpipe')  # the command
 N_TEST = 101  # an odd number of test images: 2 processes cannot split them evenly
 
 
@@ -45,7 +46,8 @@ def env_for(folder: Path, **extra) -> dict:
 def run(command, folder, timeout=180, **env) -> subprocess.CompletedProcess:
     "Run `command` to its end; past `timeout` seconds, kill it with every process it started, and fail."
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, env=env_for(folder, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(command, cwd=ROOT, env=env_for(folder, **env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try: stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -59,7 +61,8 @@ def run(command, folder, timeout=180, **env) -> subprocess.CompletedProcess:
 
 def worker(folder, *args, nproc=2) -> list:
     args = [str(a) for a in args]
-    return torchrun(WORKER, folder, *args, nproc=nproc) if nproc > 1 else [sys.executable, str(WORKER), str(folder), *args]
+    if nproc == 1: return [sys.executable, str(WORKER), str(folder), *args]
+    return torchrun(WORKER, folder, *args, nproc=nproc)
 
 
 @pytest.fixture(scope='module')
@@ -85,7 +88,8 @@ def test_only_rank_zero_writes_files(runs):
 def test_sync_batchnorm_is_refused_on_cpus(runs):
     refused = json.loads((runs[2]/'result.json').read_text())['sync_batchnorm_refused']  # asked for by the 2 processes
     assert refused.startswith('sync_batchnorm needs CUDA GPUs'), refused
-    assert json.loads((runs[1]/'result.json').read_text())['sync_batchnorm_refused'] is None  # one process: nothing to sync
+    one = json.loads((runs[1]/'result.json').read_text())
+    assert one['sync_batchnorm_refused'] is None  # one process: nothing to sync
 
 
 def test_two_processes_train_like_one_with_twice_the_batch(runs):
@@ -104,8 +108,9 @@ def test_two_processes_train_like_one_with_twice_the_batch(runs):
 def test_a_process_that_dies_ends_the_job_and_the_run_resumes_bit_identical(runs, tmp_path):
     die_at = STEPS_PER_EPOCH + 12  # rank 1 exits mid second epoch; rank 0 saved last.pt at step 80
     done = run(worker(tmp_path, '--batch-size', 64, '--every', 5, '--die-at', die_at), tmp_path, timeout=120)
-    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"  # start-up included
-    assert 'ChildFailedError' in done.stderr and 'exitcode  : 3' in done.stderr, done.stderr[-3000:]  # torchrun's summary
+    # start-up included
+    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"
+    assert 'ChildFailedError' in done.stderr and 'exitcode  : 3' in done.stderr, done.stderr[-3000:]  # its summary
     saved = load_checkpoint(tmp_path/'last.pt')
     assert saved['epoch'] == 1 and 0 < saved['batch'] < STEPS_PER_EPOCH and not (tmp_path/'final.pt').exists()
     done = run(worker(tmp_path, '--batch-size', 64, '--resume'), tmp_path)
@@ -113,9 +118,84 @@ def test_a_process_that_dies_ends_the_job_and_the_run_resumes_bit_identical(runs
     assert_same(load_checkpoint(tmp_path/'final.pt'), load_checkpoint(runs[2]/'final.pt'))
 
 
+def two_nodes(folder, *args, port: int) -> list:
+    "Two torchrun agents on this machine, each a node of one process, meeting at a c10d rendezvous on 127.0.0.1."
+    agent = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc-per-node', '1',
+             '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'127.0.0.1:{port}', WORKER, folder, *args]
+    agent = [str(a) for a in agent]
+    return [agent, agent]
+
+
+def start_nodes(commands, folder, logs: Path) -> list:
+    "Start each agent in a session of its own, its output in LOGS/node{i}.log; the first one hosts the store."
+    procs = []
+    for i, command in enumerate(commands):
+        log = open(logs/f'node{i}.log', 'w')
+        procs.append(subprocess.Popen(command, cwd=ROOT, env=env_for(folder), stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+        log.close()
+        if i == 0: time.sleep(1)  # the first agent binds the rendezvous port: it hosts the store the other joins
+    return procs
+
+
+def last_step(logs: Path) -> int:
+    "The last optimizer step rank 0 printed, whichever node it runs on."
+    steps = [int(line) for i in (0, 1) for line in (logs/f'node{i}.log').read_text().split() if line.isdigit()]
+    return max(steps, default=0)
+
+
+def kill_tree(pid: int):
+    "SIGKILL process `pid` and every process under it (torchrun starts its workers in sessions of their own)."
+    children = {}
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try: fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError: continue  # it ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        with contextlib.suppress(ProcessLookupError): os.kill(p, signal.SIGKILL)
+
+
+def wait_all(procs, timeout: float) -> list:
+    "Exit statuses of `procs`; past `timeout` seconds, kill every node and fail."
+    end = time.monotonic() + timeout
+    try: return [p.wait(timeout=max(0.1, end - time.monotonic())) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs: kill_tree(p.pid)
+        raise
+
+
+@pytest.mark.slow
+def test_two_nodes_train_resume_after_an_agent_is_killed_and_count_every_test_sample_once(runs, tmp_path):
+    folder, logs = tmp_path/'run', tmp_path/'logs'
+    folder.mkdir()
+    logs.mkdir()
+    nodes = start_nodes(two_nodes(folder, '--batch-size', 64, '--every', 5, port=free_port()), folder, logs)
+    end = time.monotonic() + 150
+    while last_step(logs) < STEPS_PER_EPOCH + 12 and time.monotonic() < end and all(p.poll() is None for p in nodes):
+        time.sleep(0.2)
+    assert last_step(logs) >= STEPS_PER_EPOCH + 12, (logs/'node0.log').read_text()[-3000:]
+    kill_tree(nodes[1].pid)  # the second node's agent and its process, as when a machine goes down
+    start = time.monotonic()
+    status = wait_all(nodes, timeout=120)
+    assert status[0] != 0 and time.monotonic() - start < 90, f"the surviving node exited {status[0]}"
+    saved = load_checkpoint(folder/'last.pt')
+    assert saved['epoch'] == 1 and 0 < saved['batch'] < STEPS_PER_EPOCH and not (folder/'final.pt').exists()
+    nodes = start_nodes(two_nodes(folder, '--batch-size', 64, '--resume', port=free_port()), folder, logs)
+    output = lambda: ''.join((logs/f'node{i}.log').read_text()[-3000:] for i in (0, 1))  # noqa: E731
+    assert wait_all(nodes, timeout=180) == [0, 0], output()
+    assert_same(load_checkpoint(folder/'final.pt'), load_checkpoint(runs[2]/'final.pt'))  # as on one node
+    two_nodes_result, one_node_result = (json.loads((f/'result.json').read_text()) for f in (folder, runs[2]))
+    assert two_nodes_result['n_predictions'] == two_nodes_result['test']['n_samples'] == 2000  # each test image once
+    assert two_nodes_result['test'] == one_node_result['test']
+
+
 def test_a_process_that_stops_answering_ends_the_job_after_the_timeout(tmp_path):
     done = run(worker(tmp_path, '--hang-at', 3), tmp_path, timeout=120, MLPIPE_DIST_TIMEOUT='3')
-    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"  # not the default 300s
+    # not the default 300s
+    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"
     assert 'Timed out' in done.stderr and 'ChildFailedError' in done.stderr, done.stderr[-3000:]
 
 
@@ -137,7 +217,9 @@ def images(tmp_path_factory) -> Path:
 def cli_run(images, tmp_path_factory):
     "`mlpipe train` under torchrun with 2 processes; returns the run folder and what the job printed."
     folder = tmp_path_factory.mktemp('cli')/'run'
-    done = run(torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 16, '--out', folder), folder)
+    command = torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 16,
+                       '--out', folder)
+    done = run(command, folder)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folder, done.stdout
 
@@ -154,11 +236,12 @@ def test_mlpipe_train_under_torchrun_writes_and_prints_once(cli_run):
 
 
 def mlpipe_here(*args) -> tuple[int, list]:
-    "Run `mlpipe ARGS` in this process, with one thread as the torchrun processes had; its exit status and stderr lines."
+    "Run `mlpipe ARGS` here, with one thread as the torchrun processes had; its exit status and stderr lines."
     threads, err = torch.get_num_threads(), io.StringIO()
     torch.set_num_threads(1)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err): status = main([str(a) for a in args])
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            status = main([str(a) for a in args])
     finally: torch.set_num_threads(threads)
     return status, err.getvalue().splitlines()
 
@@ -175,14 +258,18 @@ def test_mlpipe_resume_with_another_number_of_processes_is_refused(cli_run, tmp_
     shutil.copytree(cli_run[0], folder)
     (folder/'metrics.json').unlink()  # as if the run had been stopped before its evaluation
     assert mlpipe_here('train', '--out', folder, '--resume') == (1, [
-        f"mlpipe: error: Cannot resume from {folder/'last.pt'}: it was saved by a run of 2 processes and this run has 1: "
+        f"mlpipe: error: Cannot resume from {folder/'last.pt'}: "
+        "it was saved by a run of 2 processes and this run has 1: "
         "resume with 2 (torchrun --nproc-per-node 2, or without torchrun for 1)."])
 
 
 def test_too_few_training_samples_for_the_processes(images, tmp_path):
     folder = tmp_path/'run'  # 108 training images cannot give 2 processes a share of each batch of 256
-    done = run(torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 256, '--out', folder),
+    command = torchrun('--no-python', MLPIPE, 'train', '--config', images/'tiny.yaml', '--batch-size', 256,
+                       '--out', folder)
+    done = run(command,
                folder, timeout=120)
     assert done.returncode != 0 and not folder.exists()
     assert ('mlpipe (process 0 of 2): error: 108 training samples are too few for 2 processes with batch_size=256: '
-            'process 1 would get none. Use fewer processes or a smaller batch size.') in done.stderr, done.stderr[-3000:]
+            'process 1 would get none. Use fewer processes or a smaller batch size.') in done.stderr, \
+        done.stderr[-3000:]
