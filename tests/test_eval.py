@@ -53,7 +53,8 @@ def test_metrics_json_is_what_predictions_csv_implies(tmp_path, seed):
 
     saved = json.loads((tmp_path/'metrics.json').read_text())
     with open(tmp_path/'predictions.csv', newline='') as f: table = list(csv.DictReader(f))
-    assert list(table[0]) == ['index', 'target', 'prediction', 'confidence']
+    assert list(table[0]) == ['index', 'target', 'target_name', 'prediction', 'prediction_name', 'confidence']
+    assert [r['target_name'] for r in table] == [names[t] for t in labels.tolist()]
     assert [int(r['index']) for r in table] == list(range(n))
     assert [int(r['target']) for r in table] == labels.tolist()
     rows = [(int(r['target']), int(r['prediction'])) for r in table]
