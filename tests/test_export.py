@@ -22,7 +22,9 @@ def checkpoint(tmp_path):
     model = create_model('cnn', in_channels=3, num_classes=3, widths=(4, 8))
     with torch.no_grad():
         for m in model.modules():  # BatchNorm with statistics of its own, as after training
-            if isinstance(m, torch.nn.BatchNorm2d): m.running_mean.uniform_(-0.5, 0.5); m.running_var.uniform_(0.5, 2)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2)
     state = {'model': model.state_dict(), 'model_config': model.config, 'data': DATA, 'history': [], 'config': {},
              'mlpipe_version': '0.1.0'}
     return save_checkpoint(state, tmp_path/'best.pt')
@@ -75,10 +77,11 @@ def test_safetensors_export_rebuilds_a_fresh_model(checkpoint, tmp_path):
 
 def test_bad_requests_write_nothing(checkpoint, tmp_path):
     (tmp_path/'taken.onnx').write_text('mine')
-    with pytest.raises(ExportUsageError, match='Unknown export format'): export_model(checkpoint, 'tflite', tmp_path/'m.tflite')
-    with pytest.raises(ExportUsageError, match='never replaces'): export_model(checkpoint, 'onnx', tmp_path/'taken.onnx')
-    with pytest.raises(ExportUsageError, match='name the output'): export_model(checkpoint, 'torchscript', tmp_path/'m.onnx')
-    with pytest.raises(ExportUsageError, match='not a folder'): export_model(checkpoint, 'torchscript', tmp_path/'no'/'m.pt2')
+    for fmt, out, message in (('tflite', 'm.tflite', 'Unknown export format'),
+                              ('onnx', 'taken.onnx', 'never replaces'),
+                              ('torchscript', 'm.onnx', 'name the output'),
+                              ('torchscript', 'no/m.pt2', 'not a folder')):
+        with pytest.raises(ExportUsageError, match=message): export_model(checkpoint, fmt, tmp_path/out)
     (tmp_path/'notes.pt').write_text('hello')
     with pytest.raises(CheckpointError): export_model(tmp_path/'notes.pt', 'torchscript', tmp_path/'m.pt2')
     torch.save({'weights': torch.zeros(2)}, tmp_path/'foreign.pt')
@@ -89,7 +92,8 @@ def test_bad_requests_write_nothing(checkpoint, tmp_path):
     assert issubclass(ExportError, RuntimeError) and issubclass(ExportUsageError, ValueError)
 
 
-@pytest.mark.parametrize('fmt, module', [('onnx', 'onnxruntime'), ('onnx', 'onnxscript'), ('safetensors', 'safetensors')])
+@pytest.mark.parametrize('fmt, module', [('onnx', 'onnxruntime'), ('onnx', 'onnxscript'),
+                                         ('safetensors', 'safetensors')])
 def test_missing_extra_says_what_to_install(checkpoint, tmp_path, fmt, module):
     out = tmp_path/f'model.{"onnx" if fmt == "onnx" else "safetensors"}'
     code = f"""
