@@ -118,7 +118,7 @@ def _load_onnx(path: Path) -> tuple[Callable, dict]:
 _WRITERS = {'onnx': _write_onnx, 'torchscript': _write_program, 'safetensors': _write_safetensors}
 _READERS = {'onnx': _load_onnx, 'torchscript': load_program, 'safetensors': load_safetensors}
 
-# %% ../nbs/06_export.ipynb #9ef2d6cf
+# %% ../nbs/06_export.ipynb #85138ae4
 @dataclass
 class ExportResult:
     "What `export_model` wrote, and how its predictions compare with the checkpoint's; prints as `export_lines`."
@@ -136,7 +136,8 @@ class ExportResult:
 def export_lines(result: ExportResult, # from `export_model`
                 ) -> list[str]:
     "The lines that report an export: what was written, and the comparison with the checkpoint's predictions."
-    return [*(f"wrote {p} ({size / 1e6:.2f} MB)" for p, size in zip(result.files, result.sizes)),
+    def size(n): return f'{n / 1e6:.2f} MB' if n >= 1e6 else f'{n / 1e3:.1f} kB'
+    return [*(f"wrote {p} ({size(n)})" for p, n in zip(result.files, result.sizes)),
             f"checked ({result.format}, loaded back): {result.n_images} {result.images}, same top-1 class for "
             f"{result.same_top1}/{result.n_images}, largest probability difference {result.max_difference:.1e} "
             f"(at most {PROBABILITY_TOLERANCE:.0e}), {result.seconds:.1f} s"]

@@ -86,15 +86,17 @@ def plot_top_losses(result: EvalResult, # from `evaluate`, for a classifier
     fig.tight_layout()
     return fig
 
-# %% ../nbs/03a_report.ipynb #7db5fc86
+# %% ../nbs/03a_report.ipynb #8b1f7efb
 def plot_history(history: list[dict], # `History.records` (a checkpoint's `history`): one dict per epoch
                 ):
     "The training curves of a run, titled: the losses per epoch, and the validation split's metrics beside them."
+    from matplotlib.ticker import MaxNLocator
     curves = History()
     curves.records = list(history)
     fig = curves.plot()
     losses, *metrics = fig.axes
-    losses.set_title('Loss per epoch: training and validation splits')
+    losses.set(title='Loss per epoch: training and validation splits', ylabel='loss (the training objective)')
+    for ax in fig.axes: ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     splits = {'train_loss': 'training', 'valid_loss': 'validation'}
     for line in losses.get_lines(): line.set_label(splits.get(line.get_label(), line.get_label()))
     losses.legend()
