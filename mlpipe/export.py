@@ -18,7 +18,7 @@ from .model import create_model
 
 # %% auto #0
 __all__ = ['EXPORT_FORMATS', 'EXPORT_EXTRAS', 'PROBABILITY_TOLERANCE', 'ExportError', 'ExportUsageError', 'ImageClassifier',
-           'test_images', 'load_program', 'load_safetensors', 'ExportResult', 'export_lines', 'export_model']
+           'reference_images', 'load_program', 'load_safetensors', 'ExportResult', 'export_lines', 'export_model']
 
 # %% ../nbs/06_export.ipynb #4c68cae4
 EXPORT_FORMATS = {'onnx': '.onnx', 'torchscript': '.pt2', 'safetensors': '.safetensors'}  # each format's file suffix
@@ -50,7 +50,7 @@ def _random_images(data: dict, n: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (n, data['channels'], *data['size']), dtype=torch.uint8, generator=g)
 
-def test_images(data: dict, # what a checkpoint keeps under `data` (`dls.info()`)
+def reference_images(data: dict, # what a checkpoint keeps under `data` (`dls.info()`)
                 n: int = 64, # how many images
                ) -> tuple[torch.Tensor, str]:
     "The first `n` images of the data's test split as `uint8` [N, C, H, W] and where they came from; else random ones."
@@ -200,7 +200,7 @@ def export_model(checkpoint: str | Path, # a checkpoint written by `mlpipe train
     require_extra(*EXPORT_EXTRAS[format], purpose=f'Exporting to {format}')
     model, data = load_model(checkpoint)
     classifier = ImageClassifier(model.eval(), data['stats']).eval()
-    images, source = _check_images(images, data) if images is not None else test_images(data)
+    images, source = _check_images(images, data) if images is not None else reference_images(data)
     with torch.inference_mode(): expected = classifier(images)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix='.export-') as scratch:  # beside `out`: same file system
         written = [Path(scratch)/f.name for f in files]
