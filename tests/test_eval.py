@@ -53,12 +53,14 @@ def test_metrics_json_is_what_predictions_csv_implies(tmp_path, seed):
 
     saved = json.loads((tmp_path/'metrics.json').read_text())
     with open(tmp_path/'predictions.csv', newline='') as f: table = list(csv.DictReader(f))
-    assert list(table[0]) == ['index', 'target', 'prediction', 'confidence']
+    assert list(table[0]) == ['index', 'target', 'target_name', 'prediction', 'prediction_name', 'confidence']
+    assert [r['target_name'] for r in table] == [names[t] for t in labels.tolist()]
     assert [int(r['index']) for r in table] == list(range(n))
     assert [int(r['target']) for r in table] == labels.tolist()
     rows = [(int(r['target']), int(r['prediction'])) for r in table]
     expected = recompute(rows, n_classes)
-    for k in ('n_samples', 'accuracy', 'precision', 'recall', 'f1', 'precision_weighted', 'recall_weighted', 'f1_weighted'):
+    for k in ('n_samples', 'accuracy', 'precision', 'recall', 'f1',
+              'precision_weighted', 'recall_weighted', 'f1_weighted'):
         assert saved[k] == expected[k], k  # equal to the last digit, not merely close
     for k in ('precision', 'recall', 'f1'): assert saved['per_class'][k] == expected[f'per_class_{k}']
     assert saved['per_class']['precision'][0] == 0.0
@@ -88,8 +90,9 @@ def test_predict_prepares_files_like_training(tmp_path):
     model = Recorder()
     preds = predict(model, [tmp_path/'grey.png', str(tmp_path/'rgb.jpg')], data)
     assert model.seen.shape == (2, 3, 20, 30)
-    assert torch.allclose(model.seen[0, :, 5, 5], (torch.tensor([128 / 255] * 3) - torch.tensor(stats['mean'])) / torch.tensor(stats['std']), atol=1e-3)
-    assert torch.allclose(model.seen[1, :, 5, 5], (torch.tensor([1, 0, 0.2]) - torch.tensor(stats['mean'])) / torch.tensor(stats['std']), atol=0.02)
+    def normalised(pixel): return (torch.tensor(pixel) - torch.tensor(stats['mean'])) / torch.tensor(stats['std'])
+    assert torch.allclose(model.seen[0, :, 5, 5], normalised([128 / 255] * 3), atol=1e-3)
+    assert torch.allclose(model.seen[1, :, 5, 5], normalised([1, 0, 0.2]), atol=0.02)
     assert [p.label for p in preds] == [data['classes'][p.index] for p in preds]
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-5 for p in preds)
     assert model.training  # predict leaves the model's mode as it found it
@@ -99,10 +102,12 @@ def test_predict_from_checkpoint_and_its_errors(tmp_path):
     from mlpipe.model import create_model
     from mlpipe.train import CheckpointError, save_checkpoint
     model = create_model('mlp', in_channels=1, num_classes=4, size=8, hidden=(5,))
-    data = {'dataset': 'toy', 'classes': list('wxyz'), 'channels': 1, 'size': [8, 8], 'stats': {'mean': [0.3], 'std': [0.2]}}
+    data = {'dataset': 'toy', 'classes': list('wxyz'), 'channels': 1, 'size': [8, 8],
+            'stats': {'mean': [0.3], 'std': [0.2]}}
     path = tmp_path/'best.pt'
-    save_checkpoint({'model': model.state_dict(), 'model_config': model.config, 'data': data, 'history': [], 'config': {},
-                     'mlpipe_version': '0.1.0'}, path)  # the entries predict reads, as Trainer.state_dict() writes them
+    # the entries predict reads, as Trainer.state_dict() writes them
+    save_checkpoint({'model': model.state_dict(), 'model_config': model.config, 'data': data, 'history': [],
+                     'config': {}, 'mlpipe_version': '0.1.0'}, path)
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
     direct = predict(model, images, data)
     from_file = predict(path, images)
@@ -129,3 +134,36 @@ write_report(result, {str(tmp_path)!r}, history=[{{'epoch': 0, 'train_loss': 1.0
     subprocess.run([sys.executable, '-c', code], check=True, env={**os.environ, 'MPLBACKEND': 'Agg'}, timeout=120)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['confusion_matrix.png', 'history.png', 'metrics.json',
                                                           'predictions.csv', 'report.md']
+
+
+def test_iter_predictions_reports_each_bad_file_and_predicts_the_rest(tmp_path):
+    from mlpipe.data import DataError
+    from mlpipe.eval import Prediction, iter_predictions
+    data = {'classes': ['a', 'b', 'c'], 'channels': 3, 'size': [20, 30],
+            'stats': {'mean': [0.5] * 3, 'std': [0.25] * 3}}
+    for name in ('one.png', 'two.png'): Image.new('RGB', (30, 20), (200, 10, 10)).save(tmp_path/name)
+    (tmp_path/'cut.png').write_bytes((tmp_path/'one.png').read_bytes()[:40])  # a truncated file
+    files = [tmp_path/'one.png', tmp_path/'cut.png', tmp_path/'missing.png', tmp_path/'two.png']
+    answers = list(iter_predictions(Recorder(), files, data, batch_size=3))
+    assert [f for f, _ in answers] == files
+    assert [type(a) for _, a in answers] == [Prediction, DataError, DataError, Prediction]
+    assert 'cut.png' in str(answers[1][1]) and 'missing.png' in str(answers[2][1])
+    with pytest.raises(DataError, match='cut.png'): predict(Recorder(), files, data)
+
+
+def test_load_model_refuses_absurd_sizes_before_building(tmp_path):
+    import time
+    from mlpipe.eval import load_model
+    from mlpipe.model import create_model
+    from mlpipe.train import CheckpointError, save_checkpoint
+    model = create_model('cnn', in_channels=1, num_classes=2, widths=(4,))
+    data = {'dataset': 'toy', 'classes': ['x', 'y'], 'channels': 1, 'size': [8, 8],
+            'stats': {'mean': [0.3], 'std': [0.2]}}
+    state = {'model': model.state_dict(), 'model_config': model.config, 'data': data, 'mlpipe_version': '0.1.0'}
+    for changes, message in (({'model_config': {**model.config, 'widths': [2**40]}}, 'larger than the'),
+                             ({'data': {**data, 'size': [2**20, 2**20]}}, 'not \\[height, width\\]'),
+                             ({'data': {**data, 'stats': {'mean': [0.3], 'std': [0]}}}, 'must be above 0')):
+        path = save_checkpoint({**state, **changes}, tmp_path/'bad.pt')
+        started = time.perf_counter()
+        with pytest.raises(CheckpointError, match=message): load_model(path)
+        assert time.perf_counter() - started < 5
