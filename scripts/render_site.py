@@ -79,6 +79,7 @@ def _prepare(nb) -> dict:
     counts = dict(outputs=0, images=0, errors=0, show_docs=0)
     nb.metadata.pop('widgets', None)
     for cell in nb.cells:
+        cell.pop('has_sd', None)  # nbdev's mark of a show_doc cell, not in the notebook format
         if cell.cell_type == 'markdown': cell.source = _html_links(cell.source)
         if cell.cell_type != 'code': continue
         directives = re.findall(r'^#\|\s*(.*)$', cell.source, re.M)
