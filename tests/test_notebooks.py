@@ -75,3 +75,49 @@ def test_notebook_opens_on_the_python3_kernel(name):
 def test_slow_cells_are_recognised():
     assert is_slow('#| slow\nx = 1') and is_slow('#|slow\n#| hide\nx = 1') and is_slow('#| hide\n#| slow')
     assert not is_slow('x = 1  #| slow') and not is_slow('#| slowly') and not is_slow('# slow')
+
+
+def _requirements(key: str) -> set[str]:
+    "The distribution names in settings.ini's `key` line."
+    from configparser import ConfigParser
+    cfg = ConfigParser(delimiters=['='])
+    cfg.read(ROOT/'settings.ini', encoding='utf-8')
+    return {re.split(r'[<>=!~\[;]', r)[0].lower() for r in cfg['DEFAULT'].get(key, '').split()}
+
+
+DISTRIBUTION = {'PIL': 'pillow', 'yaml': 'pyyaml', 'IPython': 'ipykernel', 'sklearn': 'scikit-learn'}
+
+
+def _imported(sources) -> set[str]:
+    "The third-party distributions the code in `sources` imports (standard library and mlpipe left out)."
+    import ast
+    names = set()
+    for source in sources:
+        try: tree = ast.parse('\n'.join(line for line in source.splitlines() if not line.startswith(('%', '!'))))
+        except SyntaxError: continue
+        guarded = [t for t in ast.walk(tree) if isinstance(t, ast.Try)
+                   and any('ImportError' in ast.unparse(h.type) for h in t.handlers if h.type)]
+        optional = {id(n) for t in guarded for b in t.body for n in ast.walk(b)}
+        for node in ast.walk(tree):
+            if id(node) in optional: continue  # `try: import x / except ImportError`: an optional dependency
+            if isinstance(node, ast.Import): names |= {a.name.split('.')[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split('.')[0])
+    names -= set(sys.stdlib_module_names) | {'mlpipe', '__future__'}
+    return {DISTRIBUTION.get(n, n).lower() for n in names}
+
+
+def test_the_notebook_extra_runs_every_notebook():
+    "`pip install \".[notebook]\"` is enough for JupyterLab: what a notebook imports is in requirements or the extra."
+    cells = [c.source for p in NOTEBOOKS for c in nbformat.read(NBS/p, as_version=4).cells if c.cell_type == 'code']
+    missing = _imported(cells) - _requirements('requirements') - _requirements('notebook_requirements')
+    assert not missing, f'notebooks import {sorted(missing)}: add them to notebook_requirements in settings.ini'
+
+
+def test_the_runtime_requirements_are_what_the_package_imports():
+    "The library's own imports are in `requirements`; nothing there that the library never imports."
+    imported = _imported(p.read_text() for p in (ROOT/'mlpipe').glob('*.py'))
+    required = _requirements('requirements')
+    assert imported <= required, f'mlpipe imports {sorted(imported - required)}: add them to requirements'
+    unused = required - imported
+    assert not unused, f'requirements lists {sorted(unused)}, which mlpipe never imports: move them to an extra'
