@@ -20,8 +20,11 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 min_python = cfg['min_python']
 requirements = cfg.get('requirements', '').split()
-notebook_requirements = cfg.get('notebook_requirements', '').split()
-dev_requirements = cfg.get('dev_requirements', '').split()
+# every `NAME_requirements` line is an extra, `pip install ".[NAME]"`; dev holds all of them plus its own test tools,
+# so the notebook extra's pins (nbdev, execnb, fastcore) are the very pins the tests use
+extras = {k.removesuffix('_requirements'): cfg[k].split() for k in cfg
+          if k.endswith('_requirements') and k not in ('requirements', 'dev_requirements')}
+extras['dev'] = list(dict.fromkeys(sum(extras.values(), []) + cfg.get('dev_requirements', '').split()))
 console_scripts = cfg.get('console_scripts', '').split()
 
 setuptools.setup(
@@ -45,7 +48,7 @@ setuptools.setup(
     package_data={'mlpipe': ['assets/fashion_mnist_sample/*']},
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'notebook': notebook_requirements, 'dev': dev_requirements},
+    extras_require=extras,
     python_requires='>=' + min_python,
     zip_safe=False,
     entry_points={'console_scripts': console_scripts, 'nbdev': [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},

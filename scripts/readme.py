@@ -25,13 +25,14 @@ def render(nb_path: Path = ROOT/'nbs'/'index.ipynb') -> str:
             if code: parts.append(f'```python\n{code}\n```')
             for out in cell.get('outputs', []):
                 text = _text(out.get('text') or out.get('data', {}).get('text/plain', '')).rstrip()
-                if text: parts.append(f'    ' + text.replace('\n', '\n    '))
+                if text: parts.append('    ' + text.replace('\n', '\n    '))
     return '\n\n'.join(parts) + '\n'
 
 def main():
     readme, text = ROOT/'README.md', render()
     if '--check' in sys.argv[1:]:
-        if readme.read_text(encoding='utf-8') != text: sys.exit('README.md differs from nbs/index.ipynb: run python scripts/readme.py')
+        if readme.read_text(encoding='utf-8') != text:
+            sys.exit('README.md differs from nbs/index.ipynb: run python scripts/readme.py')
         return print('README.md is in sync with nbs/index.ipynb')
     readme.write_text(text, encoding='utf-8')
     print(f'wrote {readme}')

@@ -1,12 +1,15 @@
-"""Shared fixtures: a private data cache per test session, and small datasets in their real file formats."""
-import hashlib, os, pickle
+"""Shared fixtures: a private data cache per test session, small datasets in their real file formats, and the docs
+site's stand-in (built once per session for the docs and browser tests)."""
+import hashlib, importlib.util, os, pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
+ROOT = Path(__file__).resolve().parents[1]
 CIFAR_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
 
 
@@ -19,6 +22,22 @@ def data_cache(tmp_path_factory):
     yield root
     if old is None: os.environ.pop('MLPIPE_DATA', None)
     else: os.environ['MLPIPE_DATA'] = old
+
+
+def load_script(name: str):
+    "A module from scripts/ (they are not a package)."
+    spec = importlib.util.spec_from_file_location(name, ROOT/'scripts'/f'{name}.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope='session')
+def site(tmp_path_factory):
+    "nbdev_proc_nbs on a copy of the project and its pages as HTML (scripts/render_site.py), once per session."
+    work = tmp_path_factory.mktemp('site')
+    project, manifest, log = load_script('render_site').build(work/'html', work)
+    return SimpleNamespace(project=project, proc=project/'_proc', html=work/'html', manifest=manifest, log=log)
 
 
 def write_cifar10(root: Path, n_per_batch=20, n_test=30, seed=0) -> dict:
@@ -46,7 +65,9 @@ def cifar_md5(monkeypatch):
     "Point torchvision's CIFAR-10 MD5 table at the files `write_cifar10` made (the check itself still runs)."
     from torchvision import datasets
     def use(md5: dict):
-        monkeypatch.setattr(datasets.CIFAR10, 'train_list', [[f'data_batch_{i}', md5[f'data_batch_{i}']] for i in range(1, 6)])
+        train_list = [[f'data_batch_{i}', md5[f'data_batch_{i}']] for i in range(1, 6)]
+        monkeypatch.setattr(datasets.CIFAR10, 'train_list', train_list)
         monkeypatch.setattr(datasets.CIFAR10, 'test_list', [['test_batch', md5['test_batch']]])
-        monkeypatch.setattr(datasets.CIFAR10, 'meta', {'filename': 'batches.meta', 'key': 'label_names', 'md5': md5['batches.meta']})
+        meta = {'filename': 'batches.meta', 'key': 'label_names', 'md5': md5['batches.meta']}
+        monkeypatch.setattr(datasets.CIFAR10, 'meta', meta)
     return use

@@ -1,5 +1,5 @@
 """README.md is made from nbs/index.ipynb (the docs' home page); this fails when the two drift apart."""
-import importlib.util, json, re, subprocess, sys
+import importlib.util, re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -7,7 +7,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _readme_module():
     spec = importlib.util.spec_from_file_location('readme', ROOT/'scripts'/'readme.py')
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     return mod
 
 
