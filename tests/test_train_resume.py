@@ -10,16 +10,16 @@ from mlpipe.train import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name('train_resume_worker.py')
 BATCHES_PER_EPOCH = 35  # 9,000 training images of the sample in batches of 256, the last partial one dropped
-KILL_AFTER_STEP = BATCHES_PER_EPOCH + 10  # mid second epoch, a step that writes a checkpoint: the kill may land mid-write
+KILL_AFTER_STEP = BATCHES_PER_EPOCH + 10  # mid second epoch, a step that saves: the kill may land mid-write
 
 def worker(folder: Path, mode: str) -> list:
     return [sys.executable, str(WORKER), str(folder), mode]
 
 def assert_same(a, b, where='state'):
-    "Assert two nests of dicts, lists and tensors are equal, tensors bit for bit; the message names the first difference."
+    "Assert two nests of dicts, lists and tensors are equal, tensors bit for bit; a failure names the first difference."
     assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
     if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{list(a.shape)} != {b.dtype}{list(b.shape)}"
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), f"{where}: {a.dtype}{list(a.shape)} != {b.dtype}{list(b.shape)}"
         assert torch.equal(a, b), f"{where}: tensors differ"
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), f"{where}: keys {sorted(a.keys() ^ b.keys())} differ"
@@ -52,4 +52,4 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     expected, resumed = load_checkpoint(full/'final.pt'), load_checkpoint(killed/'final.pt')
     assert_same(resumed, expected)
     assert resumed['step'] == resumed['scheduler']['last_epoch'] == 2 * BATCHES_PER_EPOCH
-    assert 'running_mean' in ' '.join(resumed['model']) and resumed['optimizer']['state']  # what was compared is all there
+    assert 'running_mean' in ' '.join(resumed['model']) and resumed['optimizer']['state']  # all that was compared is there

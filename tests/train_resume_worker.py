@@ -32,7 +32,8 @@ def main(folder: str, mode: str):
     seed_everything(0 if mode == 'full' else 12345)
     dls = get_dls('fashion_mnist_sample', batch_size=256, device='cpu', seed=0)
     trainer = Trainer(small_convnet(), dls, lr=3e-3, device='cpu', precision='fp32', progress=False,
-                      callbacks=[PrintStep(), Checkpoint(folder, every_n_steps=EVERY_N_STEPS)], config={'test': 'resume'})
+                      callbacks=[PrintStep(), Checkpoint(folder, every_n_steps=EVERY_N_STEPS)],
+                      config={'test': 'resume'})
     trainer.fit(EPOCHS, resume=folder/'last.pt' if mode == 'resume' else None)
     save_checkpoint(trainer.state_dict(), folder/'final.pt')
 
