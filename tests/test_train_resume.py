@@ -19,7 +19,8 @@ def assert_same(a, b, where='state'):
     "Assert two nests of dicts, lists and tensors are equal, tensors bit for bit; a failure names the first difference."
     assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
     if isinstance(a, torch.Tensor):
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), f"{where}: {a.dtype}{list(a.shape)} != {b.dtype}{list(b.shape)}"
+        same_kind = (a.dtype, a.shape) == (b.dtype, b.shape)
+        assert same_kind, f"{where}: {a.dtype}{list(a.shape)} != {b.dtype}{list(b.shape)}"
         assert torch.equal(a, b), f"{where}: tensors differ"
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), f"{where}: keys {sorted(a.keys() ^ b.keys())} differ"
@@ -52,4 +53,4 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     expected, resumed = load_checkpoint(full/'final.pt'), load_checkpoint(killed/'final.pt')
     assert_same(resumed, expected)
     assert resumed['step'] == resumed['scheduler']['last_epoch'] == 2 * BATCHES_PER_EPOCH
-    assert 'running_mean' in ' '.join(resumed['model']) and resumed['optimizer']['state']  # all that was compared is there
+    assert 'running_mean' in ' '.join(resumed['model']) and resumed['optimizer']['state']  # all compared is there
