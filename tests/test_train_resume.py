@@ -50,6 +50,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     assert saved['epoch'] == 1 and 0 < saved['batch'] < BATCHES_PER_EPOCH, "the checkpoint resumed from is mid-epoch"
 
     subprocess.run(worker(killed, 'resume'), cwd=ROOT, check=True, capture_output=True, timeout=120)
+    assert not list(killed.glob('.*.tmp')), "a save killed mid-write leaves a temporary file; the next save removes it"
     expected, resumed = load_checkpoint(full/'final.pt'), load_checkpoint(killed/'final.pt')
     assert_same(resumed, expected)
     assert resumed['step'] == resumed['scheduler']['last_epoch'] == 2 * BATCHES_PER_EPOCH
