@@ -11,14 +11,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from .callbacks import Checkpoint, CheckpointError, CSVLogger, ProgressBar, load_checkpoint
+from .callbacks import Checkpoint, CSVLogger
 from .core import default_device, get_rank, get_world_size, is_main_process
 from .data import AUGMENT, DATASETS, DataError, MemoryLoader, as_tensors, get_dataset, get_dls
 from .distributed import broadcast_call, main_process_first, setup_distributed, teardown_distributed
 from .eval import evaluate, load_model, predict
 from .model import DEFAULT_MODEL, MODELS, count_parameters, create_model
 from .report import write_report
-from .train import PRECISIONS, NonFiniteLossError, Trainer, resolve_precision, seed_everything
+from .train import (PRECISIONS, CheckpointError, NonFiniteLossError, ProgressBar, Trainer, load_checkpoint,
+                          resolve_precision, seed_everything)
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'MODEL_ARGS', 'CLASSIFIERS', 'DATA_ARGS', 'RUN_FILES', 'CHANGE_ON_RESUME', 'EVAL_KEYS', 'FAILURES',

@@ -97,13 +97,7 @@ def plot_history(history: list[dict], # `History.records` (a checkpoint's `histo
     losses, *metrics = fig.axes
     losses.set(title='Loss per epoch: training and validation splits', ylabel='loss (the training objective)')
     for ax in fig.axes: ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
-    splits = {'train_loss': 'training', 'valid_loss': 'validation'}
-    for line in losses.get_lines(): line.set_label(splits.get(line.get_label(), line.get_label()))
-    losses.legend()
-    for ax in metrics:  # History.plot draws the metrics measured on the validation split
-        for line in ax.get_lines(): line.set_label(f'validation {line.get_label()}')
-        ax.set(title='Metrics on the validation split', ylabel='validation metric')
-        ax.legend()
+    for ax in metrics: ax.set(title='Metrics on the validation split', ylabel='validation metric')
     fig.suptitle(f'Training curves, {len(history)} epoch{"s" if len(history) != 1 else ""}')
     fig.tight_layout()
     return fig

@@ -12,13 +12,13 @@ import torch
 
 torch.set_num_threads(1)  # the same arithmetic in every process, and no contention on shared cores
 
-from mlpipe.callbacks import Callback, Checkpoint, save_checkpoint
+from mlpipe.callbacks import Checkpoint
 from mlpipe.data import get_dls
 from mlpipe.core import get_rank, is_main_process
 from mlpipe.distributed import setup_distributed, teardown_distributed
 from mlpipe.eval import evaluate
 from mlpipe.model import create_model
-from mlpipe.train import Trainer, seed_everything
+from mlpipe.train import Callback, Trainer, save_checkpoint, seed_everything
 
 
 class Steps(Callback):

@@ -5,21 +5,22 @@ from pathlib import Path
 
 import torch
 
-from mlpipe.callbacks import load_checkpoint
+from mlpipe.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name('train_resume_worker.py')
 BATCHES_PER_EPOCH = 35  # 9,000 training images of the sample in batches of 256, the last partial one dropped
-KILL_AFTER_STEP = BATCHES_PER_EPOCH + 10  # mid second epoch, a step that writes a checkpoint: the kill may land mid-write
+KILL_AFTER_STEP = BATCHES_PER_EPOCH + 10  # mid second epoch, a step that saves: the kill may land mid-write
 
 def worker(folder: Path, mode: str) -> list:
     return [sys.executable, str(WORKER), str(folder), mode]
 
 def assert_same(a, b, where='state'):
-    "Assert two nests of dicts, lists and tensors are equal, tensors bit for bit; the message names the first difference."
+    "Assert two nests of dicts, lists and tensors are equal, tensors bit for bit; a failure names the first difference."
     assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
     if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{list(a.shape)} != {b.dtype}{list(b.shape)}"
+        same_kind = (a.dtype, a.shape) == (b.dtype, b.shape)
+        assert same_kind, f"{where}: {a.dtype}{list(a.shape)} != {b.dtype}{list(b.shape)}"
         assert torch.equal(a, b), f"{where}: tensors differ"
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), f"{where}: keys {sorted(a.keys() ^ b.keys())} differ"
@@ -49,7 +50,8 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     assert saved['epoch'] == 1 and 0 < saved['batch'] < BATCHES_PER_EPOCH, "the checkpoint resumed from is mid-epoch"
 
     subprocess.run(worker(killed, 'resume'), cwd=ROOT, check=True, capture_output=True, timeout=120)
+    assert not list(killed.glob('.*.tmp')), "a save killed mid-write leaves a temporary file; the next save removes it"
     expected, resumed = load_checkpoint(full/'final.pt'), load_checkpoint(killed/'final.pt')
     assert_same(resumed, expected)
     assert resumed['step'] == resumed['scheduler']['last_epoch'] == 2 * BATCHES_PER_EPOCH
-    assert 'running_mean' in ' '.join(resumed['model']) and resumed['optimizer']['state']  # what was compared is all there
+    assert 'running_mean' in ' '.join(resumed['model']) and resumed['optimizer']['state']  # all compared is there

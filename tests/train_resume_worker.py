@@ -11,9 +11,9 @@ from torch import nn
 
 torch.set_num_threads(1)  # the same arithmetic in every process, and no contention on shared cores
 
-from mlpipe.callbacks import Callback, Checkpoint, save_checkpoint
+from mlpipe.callbacks import Checkpoint
 from mlpipe.data import get_dls
-from mlpipe.train import Trainer, seed_everything
+from mlpipe.train import Callback, Trainer, save_checkpoint, seed_everything
 
 EPOCHS, EVERY_N_STEPS = 2, 3
 
@@ -32,7 +32,8 @@ def main(folder: str, mode: str):
     seed_everything(0 if mode == 'full' else 12345)
     dls = get_dls('fashion_mnist_sample', batch_size=256, device='cpu', seed=0)
     trainer = Trainer(small_convnet(), dls, lr=3e-3, device='cpu', precision='fp32', progress=False,
-                      callbacks=[PrintStep(), Checkpoint(folder, every_n_steps=EVERY_N_STEPS)], config={'test': 'resume'})
+                      callbacks=[PrintStep(), Checkpoint(folder, every_n_steps=EVERY_N_STEPS)],
+                      config={'test': 'resume'})
     trainer.fit(EPOCHS, resume=folder/'last.pt' if mode == 'resume' else None)
     save_checkpoint(trainer.state_dict(), folder/'final.pt')
 
