@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #2e64a4e1
 from __future__ import annotations
-import math, numbers, os
+import math, numbers, os, re
 
 import torch
 import torch.distributed as dist
@@ -55,3 +55,14 @@ def check_positive_number(name: str, # what the value is, for the message: 'lr',
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}.")
     return float(value)
+
+# %% ../nbs/00_core.ipynb #24df77f9
+class ShowDocRenderer:
+    "`show_doc`'s markdown with its source link as an HTML anchor, which JupyterLab and the docs site both render."
+    def __init__(self, sym, name: str | None = None, title_level: int = 3):
+        from nbdev.showdoc import BasicMarkdownRenderer
+        self.doc = BasicMarkdownRenderer(sym, name=name, title_level=title_level)
+
+    def _repr_markdown_(self) -> str:
+        return re.sub(r'\[source\]\((\S+?)\)\{target="_blank" style="([^"]*)"\}',
+                      r'<a href="\1" target="_blank" style="\2">source</a>', self.doc._repr_markdown_())
