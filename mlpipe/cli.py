@@ -15,8 +15,9 @@ from .callbacks import Checkpoint, CSVLogger
 from .core import default_device, get_rank, get_world_size, is_main_process
 from .data import AUGMENT, DATASETS, DataError, MemoryLoader, as_tensors, get_dataset, get_dls
 from .distributed import broadcast_call, main_process_first, setup_distributed, teardown_distributed
-from .eval import evaluate, load_model, predict
+from .eval import evaluate
 from .model import DEFAULT_MODEL, MODELS, count_parameters, create_model
+from .predict import load_model, predict
 from .report import write_report
 from .train import (PRECISIONS, CheckpointError, NonFiniteLossError, ProgressBar, Trainer, load_checkpoint,
                           resolve_precision, seed_everything)

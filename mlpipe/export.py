@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from .data import as_tensors, get_dataset
-from .eval import OnnxClassifier, MissingExtraError, ONNX_METADATA_KEY, load_model, require_extra
 from .model import create_model
+from .predict import OnnxClassifier, MissingExtraError, ONNX_METADATA_KEY, load_model, require_extra
 
 # %% auto #0
 __all__ = ['EXPORT_FORMATS', 'EXPORT_EXTRAS', 'PROBABILITY_TOLERANCE', 'ExportError', 'ExportUsageError', 'ImageClassifier',

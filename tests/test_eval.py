@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mlpipe.eval import evaluate, predict
+from mlpipe.eval import evaluate
+from mlpipe.predict import predict
 from mlpipe.report import write_report
 
 
@@ -138,7 +139,7 @@ write_report(result, {str(tmp_path)!r}, history=[{{'epoch': 0, 'train_loss': 1.0
 
 def test_iter_predictions_reports_each_bad_file_and_predicts_the_rest(tmp_path):
     from mlpipe.data import DataError
-    from mlpipe.eval import Prediction, iter_predictions
+    from mlpipe.predict import Prediction, iter_predictions
     data = {'classes': ['a', 'b', 'c'], 'channels': 3, 'size': [20, 30],
             'stats': {'mean': [0.5] * 3, 'std': [0.25] * 3}}
     for name in ('one.png', 'two.png'): Image.new('RGB', (30, 20), (200, 10, 10)).save(tmp_path/name)
@@ -153,7 +154,7 @@ def test_iter_predictions_reports_each_bad_file_and_predicts_the_rest(tmp_path):
 
 def test_load_model_refuses_absurd_sizes_before_building(tmp_path):
     import time
-    from mlpipe.eval import load_model
+    from mlpipe.predict import load_model
     from mlpipe.model import create_model
     from mlpipe.train import CheckpointError, save_checkpoint
     model = create_model('cnn', in_channels=1, num_classes=2, widths=(4,))

@@ -5,7 +5,7 @@ import os, subprocess, sys
 import pytest
 import torch
 
-from mlpipe.eval import MissingExtraError, predict
+from mlpipe.predict import MissingExtraError, predict
 from mlpipe.export import (ExportError, ExportUsageError, ImageClassifier, export_lines, export_model, load_program,
                            load_safetensors)
 from mlpipe.model import create_model
@@ -99,7 +99,7 @@ def test_missing_extra_says_what_to_install(checkpoint, tmp_path, fmt, module):
     code = f"""
 import sys; sys.modules[{module!r}] = None  # as if the extra were not installed
 from mlpipe.export import export_model
-from mlpipe.eval import MissingExtraError
+from mlpipe.predict import MissingExtraError
 try: export_model({str(checkpoint)!r}, {fmt!r}, {str(out)!r})
 except MissingExtraError as e: print(e)
 """

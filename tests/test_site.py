@@ -28,6 +28,7 @@ EXPECTED = {  # page: (outputs, images, tables)
     '02a_callbacks.ipynb': (2, 0, 0),  # the CSV log, a resumed run's record
     '03_eval.ipynb': (3, 0, 1),  # metrics, classification_report as a table, a regression result
     '03a_report.ipynb': (4, 3, 0),  # confusion matrix, top losses, history plot, report.md
+    '03b_predict.ipynb': (4, 0, 0),  # a Prediction, a checkpoint's labels, a bad file reported, load_model's errors
     '04_runs.ipynb': (1, 0, 0),
     '05_recipe.ipynb': (1, 0, 0),
     '06_export.ipynb': (1, 0, 0),
