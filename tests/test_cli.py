@@ -37,6 +37,7 @@ def run(tmp_path_factory, tiny_yaml) -> Path:
     result = mlpipe('train', *TINY, '--config', tiny_yaml, '--out', folder)
     assert result.returncode == 0, result.stderr
     assert 'epoch 1/1' in result.stdout and 'test: accuracy' in result.stdout
+    assert ', 1 epoch, ' in result.stdout  # not "1 epochs"
     return folder
 
 
@@ -124,6 +125,61 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_yaml):
     # a finished run has nothing left to resume
     result = mlpipe('train', '--out', killed, '--resume')
     assert result.returncode == 1 and 'Nothing to resume' in result.stderr
+
+
+def test_resume_finishes_a_run_whose_report_is_incomplete(run, tmp_path):
+    copy = tmp_path/'copy'
+    shutil.copytree(run, copy)
+    for name in ('report.md', 'predictions.csv'): (copy/name).unlink()  # as if killed while the report was written
+    result = mlpipe('train', '--out', copy, '--resume')
+    assert result.returncode == 0, result.stderr
+    assert (copy/'predictions.csv').read_text() == (run/'predictions.csv').read_text() and (copy/'report.md').exists()
+
+
+def test_resume_starts_a_run_stopped_before_its_first_checkpoint(run, tmp_path):
+    stopped = tmp_path/'stopped'
+    stopped.mkdir()
+    shutil.copy(run/'config.yaml', stopped)  # all a run leaves when it stops in its first seconds
+    result = mlpipe('train', '--out', stopped, '--resume')
+    assert result.returncode == 0, result.stderr
+    assert (stopped/'metrics.json').read_text() == (run/'metrics.json').read_text()  # the same run, from the start
+
+
+def test_two_runs_for_one_folder_one_wins(tmp_path, tiny_yaml):
+    args = [sys.executable, '-m', 'mlpipe.cli', 'train', *TINY, '--config', str(tiny_yaml), '--out', str(tmp_path/'same')]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(status for status, _ in results) == [0, 1], results
+    loser = next(err for status, err in results if status == 1)
+    assert 'is in use by another mlpipe run' in loser or 'already holds a run' in loser, loser
+
+
+def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path, tiny_yaml):
+    folder = tmp_path/'run'
+    proc = subprocess.Popen([sys.executable, '-m', 'mlpipe.cli', 'train', *TINY, '--epochs', '50', '--config',
+                             str(tiny_yaml), '--out', str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (folder/'config.yaml').exists() and proc.poll() is None and time.monotonic() < deadline: time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None: proc.kill()
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == f"mlpipe: stopped by SIGTERM. Continue the run with: mlpipe train --out {folder} --resume"
+
+
+def test_predict_answers_every_good_file_and_reports_each_bad_one(run, tmp_path):
+    from mlpipe.data import get_dataset
+    get_dataset('fashion_mnist_sample', train=False)[0][0].save(tmp_path/'good.png')
+    (tmp_path/'notes.txt').write_text('not an image')
+    result = mlpipe('predict', run/'best.pt', tmp_path/'notes.txt', tmp_path/'good.png', tmp_path/'gone.png')
+    assert result.returncode == 1
+    assert [line.split('\t')[0] for line in result.stdout.splitlines()] == [str(tmp_path/'good.png')]
+    errors = result.stderr.splitlines()
+    assert len(errors) == 2 and 'notes.txt is not a readable image' in errors[0], errors
+    assert errors[1] == f"mlpipe: error: {tmp_path/'gone.png'}: no such file."
 
 
 BAD_TRAIN = [  # (arguments, exit status, what the one line says)
