@@ -5,6 +5,7 @@
 # %% ../nbs/05a_pipeline.ipynb #2782504a
 from __future__ import annotations
 import sys, time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ from .core import get_world_size, is_main_process
 from .data import MemoryLoader, as_tensors, get_dataset, get_dls, load_image
 from .distributed import broadcast_call, main_process_first
 from .model import count_parameters
-from .train import ProgressBar, Trainer, load_checkpoint, resolve_precision, seed_everything
+from .train import CheckpointError, ProgressBar, Trainer, load_checkpoint, resolve_precision, seed_everything
 from .callbacks import Checkpoint, CSVLogger
 from .eval import evaluate, load_model, predict
 from .report import write_report
@@ -54,6 +55,13 @@ def _measure(checkpoint: Path, loader, device: torch.device, folder: Path, histo
          f"f1 {m['f1']:.4f}  ({m['n_samples']} images)")
     return m
 
+@contextmanager
+def _settings_in_use():
+    "A ValueError while the settings are put to use (data, model, precision, Trainer) is the user's: a `UsageError`."
+    try: yield
+    except CheckpointError: raise  # a file's fault, not the command's
+    except ValueError as e: raise UsageError(str(e)) from e
+
 def _claim(out: Path | None, runs, config: dict | None, resume: bool) -> Path:
     "Claim the run's folder and write its config.yaml (unless None); on rank 0, the name for every process."
     def claim():
@@ -68,9 +76,10 @@ def _fit(config: dict, recipe: dict, dls, model, device, folder: Path, plan: str
     if plan == 'report': return load_checkpoint(folder/'last.pt').get('history') or []
     checkpoint = Checkpoint(folder, monitor='valid_loss', every_n_steps=config['checkpoint_every'])
     loss_func = torch.nn.CrossEntropyLoss(label_smoothing=config['label_smoothing'])
-    trainer = Trainer(model, dls, loss_func=loss_func, lr=config['lr'], device=device, precision=config['precision'],
-                      config=recipe, sync_batchnorm=config['sync_batchnorm'],
-                      callbacks=[checkpoint, CSVLogger(folder/'history.csv'), ProgressBar(bar=sys.stderr.isatty())])
+    with _settings_in_use():
+        trainer = Trainer(model, dls, loss_func=loss_func, lr=config['lr'], device=device,
+                          precision=config['precision'], config=recipe, sync_batchnorm=config['sync_batchnorm'],
+                          callbacks=[checkpoint, CSVLogger(folder/'history.csv'), ProgressBar(bar=sys.stderr.isatty())])
     start = time.perf_counter()
     trainer.fit(config['epochs'], resume=checkpoint.last_path if plan == 'train' else None)
     _say(f"trained in {time.perf_counter() - start:.1f}s; measuring best.pt on the test split")
@@ -89,12 +98,12 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
     recipe = {k: v for k, v in config.items() if k != 'out'}
     seed_everything(config['seed'])
     device = device_for(config['device'])
-    with main_process_first():  # under torchrun, rank 0 downloads or unpacks the data once
+    with _settings_in_use(), main_process_first():  # under torchrun, rank 0 downloads or unpacks the data once
         dls = get_dls(config['dataset'], root=config['data_dir'], batch_size=config['batch_size'],
                       valid_pct=config['valid_pct'], seed=config['seed'], loader=config['loader'],
                       augment=config['augment'], device=device)
-    model = model_for(config, dls)
-    precision = resolve_precision(config['precision'], device, model)  # an impossible one fails before the folder
+        model = model_for(config, dls)
+        precision = resolve_precision(config['precision'], device, model)  # an impossible one fails before the folder
     folder = _claim(out, runs, None if plan in ('train', 'report') else recipe, resume)
     processes = f" x {get_world_size()} processes" if get_world_size() > 1 else ''
     try:
@@ -143,7 +152,7 @@ def evaluate_run(checkpoint: str | Path, # a checkpoint written by `mlpipe train
     data_dir = given.get('data_dir', trained.get('data_dir') if dataset == data.get('dataset') else None)
     batch_size = given.get('batch_size', trained.get('batch_size', DEFAULTS['batch_size']))
     device = device_for(given.get('device', 'auto'))
-    with main_process_first(): loader = eval_loader(dataset, data_dir, data, batch_size, device)
+    with _settings_in_use(), main_process_first(): loader = eval_loader(dataset, data_dir, data, batch_size, device)
     folder = _claim(out, runs, {'checkpoint': str(Path(checkpoint).resolve()), 'dataset': dataset,
                                 'data_dir': data_dir, 'batch_size': batch_size, 'device': str(device)}, False)
     try:
