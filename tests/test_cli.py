@@ -46,7 +46,8 @@ def test_help_of_each_command():
     command = [script] if script else [sys.executable, '-m', 'mlpipe.cli']
     for args, expected in [([], ['train', 'eval', 'predict']), (['eval'], ['CHECKPOINT', '--dataset', '--out']),
                            (['predict'], ['CHECKPOINT', 'FILE']),
-                           (['train'], ['--config', '--dataset', '--data-dir', '--model', '--epochs', '--batch-size', '--lr',
+                           (['train'], ['--config', '--dataset', '--data-dir', '--model', '--epochs', '--batch-size',
+                                        '--lr',
                                         '--seed', '--out', '--checkpoint-every', '--resume', '--debug'])]:
         result = subprocess.run(command + args + ['--help'], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
@@ -89,7 +90,8 @@ def test_predict_prints_file_class_and_probability(run, tmp_path):
     test_ds = get_dataset('fashion_mnist_sample', train=False)
     files = []
     for i in range(5):
-        test_ds[i][0].save(tmp_path/f'{i}.png'); files.append(tmp_path/f'{i}.png')
+        test_ds[i][0].save(tmp_path/f'{i}.png')
+        files.append(tmp_path/f'{i}.png')
     result = mlpipe('predict', run/'best.pt', *files)
     assert result.returncode == 0, result.stderr
     lines = [l.split('\t') for l in result.stdout.splitlines()]
@@ -146,7 +148,8 @@ def test_resume_starts_a_run_stopped_before_its_first_checkpoint(run, tmp_path):
 
 
 def test_two_runs_for_one_folder_one_wins(tmp_path, tiny_yaml):
-    args = [sys.executable, '-m', 'mlpipe.cli', 'train', *TINY, '--config', str(tiny_yaml), '--out', str(tmp_path/'same')]
+    args = [sys.executable, '-m', 'mlpipe.cli', 'train', *TINY, '--config', str(tiny_yaml),
+            '--out', str(tmp_path/'same')]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     assert sorted(status for status, _ in results) == [0, 1], results
@@ -161,13 +164,15 @@ def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path, tiny_yaml):
                             text=True)
     try:
         deadline = time.monotonic() + 240
-        while not (folder/'config.yaml').exists() and proc.poll() is None and time.monotonic() < deadline: time.sleep(0.05)
+        while not (folder/'config.yaml').exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         stderr = proc.communicate(timeout=120)[1]
     finally:
         if proc.poll() is None: proc.kill()
     assert proc.returncode == 143, stderr
-    assert stderr.strip().splitlines()[-1] == f"mlpipe: stopped by SIGTERM. Continue the run with: mlpipe train --out {folder} --resume"
+    assert stderr.strip().splitlines()[-1] == ("mlpipe: stopped by SIGTERM. Continue the run with: "
+                                               f"mlpipe train --out {folder} --resume")
 
 
 def test_predict_answers_every_good_file_and_reports_each_bad_one(run, tmp_path):
@@ -193,7 +198,8 @@ BAD_TRAIN = [  # (arguments, exit status, what the one line says)
     ([], 1, 'already holds a run'),
 ]
 
-@pytest.mark.parametrize('args,status,message', BAD_TRAIN, ids=[' '.join(a) or 'out-holds-a-run' for a, _, _ in BAD_TRAIN])
+@pytest.mark.parametrize('args,status,message', BAD_TRAIN,
+                         ids=[' '.join(a) or 'out-holds-a-run' for a, _, _ in BAD_TRAIN])
 def test_bad_train_input_is_one_line_and_touches_nothing(run, args, status, message):
     before = snapshot(run)
     result = mlpipe('train', *TINY, *args, '--out', run)
@@ -205,7 +211,8 @@ def test_bad_train_input_is_one_line_and_touches_nothing(run, args, status, mess
 
 def test_missing_data_fails_before_the_folder_exists(tmp_path):
     result = mlpipe('train', *TINY, '--dataset', f'folder:{tmp_path/"nothing"}', '--out', tmp_path/'new')
-    assert result.returncode == 1 and 'is not a folder' in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.returncode == 1 and 'is not a folder' in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
     assert not (tmp_path/'new').exists()
 
 
@@ -213,10 +220,12 @@ def test_bad_config_files(run, tmp_path):
     before = snapshot(run)
     (tmp_path/'broken.yaml').write_text('epochs: [1\n')
     (tmp_path/'typo.yaml').write_text('epochs: 1\nlearning_rate: 0.1\n')
-    for config, message in [('broken.yaml', 'is not valid YAML at line 2'), ('typo.yaml', "Unknown setting 'learning_rate'"),
+    for config, message in [('broken.yaml', 'is not valid YAML at line 2'),
+                            ('typo.yaml', "Unknown setting 'learning_rate'"),
                             ('missing.yaml', 'Cannot read the config file')]:
         result = mlpipe('train', '--config', tmp_path/config, '--out', run)
-        assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
     assert snapshot(run) == before
 
 
@@ -245,13 +254,15 @@ def test_checkpoint_and_image_errors(run, tmp_path):
     cases = [(['eval', tmp_path/'missing.pt', '--out', tmp_path/'e1'], 1, 'No checkpoint at'),
              (['eval', tmp_path/'fake.pt', '--out', tmp_path/'e2'], 1, 'is not a readable checkpoint'),
              (['eval', run/'best.pt', '--out', run], 1, 'already holds a run'),
-             (['eval', run/'best.pt', '--dataset', f'folder:{pets}', '--out', tmp_path/'e3'], 2, 'evaluate it on data with its classes'),
+             (['eval', run/'best.pt', '--dataset', f'folder:{pets}', '--out', tmp_path/'e3'], 2,
+              'evaluate it on data with its classes'),
              (['predict', tmp_path/'missing.pt', tmp_path/'notes.txt'], 1, 'No checkpoint at'),
              (['predict', run/'best.pt', tmp_path/'notes.txt'], 1, 'notes.txt is not a readable image')]
     for args, status, message in cases:
         result = mlpipe(*args)
         assert result.returncode == status and message in result.stderr, (args, result.stderr)
-        assert len(result.stderr.splitlines()) == 1 and 'Traceback' not in result.stderr and result.stdout == '', result.stderr
+        assert len(result.stderr.splitlines()) == 1 and 'Traceback' not in result.stderr, result.stderr
+        assert result.stdout == '', result.stdout
     assert not any((tmp_path/f'e{i}').exists() for i in (1, 2, 3))
 
 
@@ -269,9 +280,11 @@ def test_usage_errors_and_debug(run, tmp_path):
 def test_wheel_gives_a_working_mlpipe(tmp_path):
     "Build the wheel from a copy of the sources, install it elsewhere, and train from it on the sample it carries."
     src = tmp_path/'src'
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns('.git', 'nbs', '_docs', '_proc', 'runs', '*.egg-info', 'build',
-                                                             '__pycache__', '.venv', 'tests'))
-    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', tmp_path/'dist', src],
+    ignore = shutil.ignore_patterns('.git', 'nbs', '_docs', '_proc', 'runs', '*.egg-info', 'build', '__pycache__',
+                                    '.venv', 'tests')
+    shutil.copytree(ROOT, src, ignore=ignore)
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q',
+                    '-w', tmp_path/'dist', src],
                    check=True, capture_output=True, timeout=300)
     wheel = next((tmp_path/'dist').glob('mlpipe-*.whl'))
     site = tmp_path/'site'
@@ -292,7 +305,8 @@ def test_wheel_gives_a_working_mlpipe(tmp_path):
 def test_default_recipe(tmp_path):
     "`mlpipe train` with no options: the default model on the bundled sample, at 85% test accuracy or better."
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, '-m', 'mlpipe.cli', 'train'], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, '-m', 'mlpipe.cli', 'train'], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900)
     seconds = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     folder, = (tmp_path/'runs').iterdir()
