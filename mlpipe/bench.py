@@ -20,12 +20,12 @@ from .eval import evaluate
 from .model import create_model
 from .train import (Callback, Loaders, Trainer, cpu_has_bf16, resolve_channels_last, resolve_precision,
                           seed_everything)
-from .cli import DEFAULTS, MODEL_ARGS, _test_flips
+from .recipe import DEFAULTS, MODEL_ARGS, test_flips
 
 # %% auto #0
-__all__ = ['FULL_EPOCHS', 'RECIPE', 'GOALS', 'LIMIT_S', 'machine', 'threads', 'fastest_threads', 'bench_data', 'hand_written_fit',
-           'bench_overhead', 'training_step', 'bench_precision', 'blog_recipe', 'mlpipe_recipe', 'seconds_to',
-           'bench_time_to_accuracy', 'bench_table', 'run_bench', 'plot_time_to_accuracy']
+__all__ = ['RECIPE', 'machine', 'threads', 'fastest_threads', 'bench_data', 'hand_written_fit', 'bench_overhead', 'training_step',
+           'bench_precision', 'blog_recipe', 'mlpipe_recipe', 'seconds_to', 'bench_time_to_accuracy', 'bench_table',
+           'run_bench', 'plot_time_to_accuracy']
 
 # %% ../nbs/07_bench.ipynb #e32bfcc3
 def machine() -> dict:
@@ -263,7 +263,7 @@ def mlpipe_recipe(dataset: str, # a dataset name, as for `get_dls`
     dls = get_dls(dataset, root=root, batch_size=recipe['batch_size'], valid_pct=recipe['valid_pct'], seed=recipe['seed'],
                   augment=recipe['augment'])
     model = create_model(recipe['model'], **recipe['model_args'], in_channels=dls.channels, num_classes=dls.num_classes)
-    tta = _test_flips({**recipe, 'dataset': dataset})  # as `mlpipe train` scores: flips only for a model trained with them
+    tta = test_flips({**recipe, 'dataset': dataset})  # as `mlpipe train` scores: flips only for a model trained with them
     stopwatch = _Stopwatch(start, budget_s, targets, lambda: evaluate(model, dls.test, tta=tta).metrics['accuracy'])
     # the test split's score takes the place of the validation pass `mlpipe train` makes after each epoch
     loss_func = nn.CrossEntropyLoss(label_smoothing=recipe['label_smoothing'])
@@ -299,16 +299,16 @@ def bench_time_to_accuracy(recipe: dict, # mlpipe's recipe, as `RECIPE`
     return out
 
 # %% ../nbs/07_bench.ipynb #0c49289e
-FULL_EPOCHS = 5  # the recipe's epochs on the full Fashion-MNIST: what fits in five minutes on this 2-core CPU (above)
-RECIPE = {**DEFAULTS, 'model_args': MODEL_ARGS.get(DEFAULTS['model'], {}), 'dataset': 'fashion_mnist', 'epochs': FULL_EPOCHS}
+_FULL_EPOCHS = 5  # the recipe's epochs on the full Fashion-MNIST: what fits in five minutes on two CPU cores (above)
+RECIPE = {**DEFAULTS, 'model_args': MODEL_ARGS.get(DEFAULTS['model'], {}), 'dataset': 'fashion_mnist', 'epochs': _FULL_EPOCHS}
 
 # %% ../nbs/07_bench.ipynb #820d3742
-GOALS = {'data_speedup': ('>=', 10), 'trainer_overhead': ('<=', 1.02), 'seconds_to_93': ('<=', 300), 'speedup_to_91': ('>=', 3)}
+_GOALS = {'data_speedup': ('>=', 10), 'trainer_overhead': ('<=', 1.02), 'seconds_to_93': ('<=', 300), 'speedup_to_91': ('>=', 3)}
 
 def _met(key: str, value) -> str:
     "'met', 'not met', or '' where the figure has no goal or was not measured."
-    if key not in GOALS or value is None: return ''
-    op, goal = GOALS[key]
+    if key not in _GOALS or value is None: return ''
+    op, goal = _GOALS[key]
     return 'met' if (value >= goal if op == '>=' else value <= goal) else 'NOT met'
 
 def _seconds(value, budget) -> str:
@@ -348,7 +348,7 @@ def _settings(quick: bool) -> dict:
     return {'data': {'epochs': 3, 'batch_size': batch}, 'overhead': {'model_args': cnn, 'pairs': 4, 'batch_size': batch},
             'precision': {'batch_size': batch}, 'time': {'dataset': RECIPE['dataset'], 'budget_s': 300, 'baseline_budget_s': 360}}
 
-LIMIT_S = 14 * 60  # the full bench ends within this (plus the epoch or evaluation under way): the blog's run gets what is left
+_LIMIT_S = 14 * 60  # the full bench ends within this (plus the epoch or evaluation under way): the blog's run gets what is left
 
 def run_bench(quick: bool = False, # a smoke run of seconds on the bundled sample, instead of the full run of at most 14 minutes
               json_path: str | Path | None = None, # also write the figures here as JSON
@@ -372,7 +372,7 @@ def run_bench(quick: bool = False, # a smoke run of seconds on the bundled sampl
         overhead = bench_overhead(root=data_dir, **settings['overhead'])
         say(f"overhead: {overhead['trainer_overhead']:.3f}; precision...")
         precision = bench_precision(cnn, **settings['precision'])
-        left = None if quick else LIMIT_S - (time.perf_counter() - start)  # what the two recipes may take together
+        left = None if quick else _LIMIT_S - (time.perf_counter() - start)  # what the two recipes may take together
         at_most = settings['time']['budget_s'] + settings['time']['baseline_budget_s']
         say(f"precision: done; time to accuracy (at most {at_most if quick else min(at_most, left):.0f} s)...")
         timed = bench_time_to_accuracy(RECIPE, root=data_dir, total_s=left, **settings['time'])

@@ -24,7 +24,8 @@ def test_quick_bench_writes_its_figures(tmp_path):
 
 
 def test_bench_refuses_a_json_file_in_a_missing_folder(tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'mlpipe.cli', 'bench', '--quick', '--json', str(tmp_path/'no'/'out.json')],
+    result = subprocess.run([sys.executable, '-m', 'mlpipe.cli', 'bench', '--quick', '--json',
+                             str(tmp_path/'no'/'out.json')],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and 'does not exist' in result.stderr, result.stderr
     assert 'choosing' not in result.stdout  # refused before measuring anything

@@ -37,6 +37,7 @@ def run(tmp_path_factory, tiny_yaml) -> Path:
     result = mlpipe('train', *TINY, '--config', tiny_yaml, '--out', folder)
     assert result.returncode == 0, result.stderr
     assert 'epoch 1/1' in result.stdout and 'test: accuracy' in result.stdout
+    assert ', 1 epoch, ' in result.stdout  # not "1 epochs"
     return folder
 
 
@@ -45,7 +46,8 @@ def test_help_of_each_command():
     command = [script] if script else [sys.executable, '-m', 'mlpipe.cli']
     for args, expected in [([], ['train', 'eval', 'predict']), (['eval'], ['CHECKPOINT', '--dataset', '--out']),
                            (['predict'], ['CHECKPOINT', 'FILE']),
-                           (['train'], ['--config', '--dataset', '--data-dir', '--model', '--epochs', '--batch-size', '--lr',
+                           (['train'], ['--config', '--dataset', '--data-dir', '--model', '--epochs', '--batch-size',
+                                        '--lr',
                                         '--seed', '--out', '--checkpoint-every', '--resume', '--debug'])]:
         result = subprocess.run(command + args + ['--help'], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
@@ -59,7 +61,8 @@ def test_train_writes_the_run_folder(run):
     assert {'accuracy', 'precision', 'recall', 'f1', 'n_samples'} <= set(metrics)
     assert metrics['n_samples'] == 2000 and 0.5 < metrics['accuracy'] <= 1
     rows = list(csv.reader(open(run/'predictions.csv')))
-    assert rows[0] == ['index', 'target', 'prediction', 'confidence'] and len(rows) - 1 == metrics['n_samples']
+    assert rows[0] == ['index', 'target', 'target_name', 'prediction', 'prediction_name', 'confidence']
+    assert len(rows) - 1 == metrics['n_samples']
     assert [int(r[0]) for r in rows[1:]] == list(range(2000))
     history = list(csv.DictReader(open(run/'history.csv')))
     assert [h['epoch'] for h in history] == ['1']
@@ -88,7 +91,8 @@ def test_predict_prints_file_class_and_probability(run, tmp_path):
     test_ds = get_dataset('fashion_mnist_sample', train=False)
     files = []
     for i in range(5):
-        test_ds[i][0].save(tmp_path/f'{i}.png'); files.append(tmp_path/f'{i}.png')
+        test_ds[i][0].save(tmp_path/f'{i}.png')
+        files.append(tmp_path/f'{i}.png')
     result = mlpipe('predict', run/'best.pt', *files)
     assert result.returncode == 0, result.stderr
     lines = [l.split('\t') for l in result.stdout.splitlines()]
@@ -126,6 +130,64 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_yaml):
     assert result.returncode == 1 and 'Nothing to resume' in result.stderr
 
 
+def test_resume_finishes_a_run_whose_report_is_incomplete(run, tmp_path):
+    copy = tmp_path/'copy'
+    shutil.copytree(run, copy)
+    for name in ('report.md', 'predictions.csv'): (copy/name).unlink()  # as if killed while the report was written
+    result = mlpipe('train', '--out', copy, '--resume')
+    assert result.returncode == 0, result.stderr
+    assert (copy/'predictions.csv').read_text() == (run/'predictions.csv').read_text() and (copy/'report.md').exists()
+
+
+def test_resume_starts_a_run_stopped_before_its_first_checkpoint(run, tmp_path):
+    stopped = tmp_path/'stopped'
+    stopped.mkdir()
+    shutil.copy(run/'config.yaml', stopped)  # all a run leaves when it stops in its first seconds
+    result = mlpipe('train', '--out', stopped, '--resume')
+    assert result.returncode == 0, result.stderr
+    assert (stopped/'metrics.json').read_text() == (run/'metrics.json').read_text()  # the same run, from the start
+
+
+def test_two_runs_for_one_folder_one_wins(tmp_path, tiny_yaml):
+    args = [sys.executable, '-m', 'mlpipe.cli', 'train', *TINY, '--config', str(tiny_yaml),
+            '--out', str(tmp_path/'same')]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(status for status, _ in results) == [0, 1], results
+    loser = next(err for status, err in results if status == 1)
+    assert 'is in use by another mlpipe run' in loser or 'already holds a run' in loser, loser
+
+
+def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path, tiny_yaml):
+    folder = tmp_path/'run'
+    proc = subprocess.Popen([sys.executable, '-m', 'mlpipe.cli', 'train', *TINY, '--epochs', '50', '--config',
+                             str(tiny_yaml), '--out', str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (folder/'config.yaml').exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None: proc.kill()
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == ("mlpipe: stopped by SIGTERM. Continue the run with: "
+                                               f"mlpipe train --out {folder} --resume")
+
+
+def test_predict_answers_every_good_file_and_reports_each_bad_one(run, tmp_path):
+    from mlpipe.data import get_dataset
+    get_dataset('fashion_mnist_sample', train=False)[0][0].save(tmp_path/'good.png')
+    (tmp_path/'notes.txt').write_text('not an image')
+    result = mlpipe('predict', run/'best.pt', tmp_path/'notes.txt', tmp_path/'good.png', tmp_path/'gone.png')
+    assert result.returncode == 1
+    assert [line.split('\t')[0] for line in result.stdout.splitlines()] == [str(tmp_path/'good.png')]
+    errors = result.stderr.splitlines()
+    assert len(errors) == 2 and 'notes.txt is not a readable image' in errors[0], errors
+    assert errors[1] == f"mlpipe: error: {tmp_path/'gone.png'}: no such file."
+
+
 BAD_TRAIN = [  # (arguments, exit status, what the one line says)
     (['--dataset', 'imagenet'], 2, 'Choose one of: fashion_mnist_sample, fashion_mnist, mnist, cifar10, folder:PATH'),
     (['--model', 'vit'], 2, 'Choose one of: mlp, cnn, resnet'),
@@ -137,7 +199,8 @@ BAD_TRAIN = [  # (arguments, exit status, what the one line says)
     ([], 1, 'already holds a run'),
 ]
 
-@pytest.mark.parametrize('args,status,message', BAD_TRAIN, ids=[' '.join(a) or 'out-holds-a-run' for a, _, _ in BAD_TRAIN])
+@pytest.mark.parametrize('args,status,message', BAD_TRAIN,
+                         ids=[' '.join(a) or 'out-holds-a-run' for a, _, _ in BAD_TRAIN])
 def test_bad_train_input_is_one_line_and_touches_nothing(run, args, status, message):
     before = snapshot(run)
     result = mlpipe('train', *TINY, *args, '--out', run)
@@ -149,7 +212,8 @@ def test_bad_train_input_is_one_line_and_touches_nothing(run, args, status, mess
 
 def test_missing_data_fails_before_the_folder_exists(tmp_path):
     result = mlpipe('train', *TINY, '--dataset', f'folder:{tmp_path/"nothing"}', '--out', tmp_path/'new')
-    assert result.returncode == 1 and 'is not a folder' in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.returncode == 1 and 'is not a folder' in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
     assert not (tmp_path/'new').exists()
 
 
@@ -157,10 +221,12 @@ def test_bad_config_files(run, tmp_path):
     before = snapshot(run)
     (tmp_path/'broken.yaml').write_text('epochs: [1\n')
     (tmp_path/'typo.yaml').write_text('epochs: 1\nlearning_rate: 0.1\n')
-    for config, message in [('broken.yaml', 'is not valid YAML at line 2'), ('typo.yaml', "Unknown setting 'learning_rate'"),
+    for config, message in [('broken.yaml', 'is not valid YAML at line 2'),
+                            ('typo.yaml', "Unknown setting 'learning_rate'"),
                             ('missing.yaml', 'Cannot read the config file')]:
         result = mlpipe('train', '--config', tmp_path/config, '--out', run)
-        assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
     assert snapshot(run) == before
 
 
@@ -189,13 +255,15 @@ def test_checkpoint_and_image_errors(run, tmp_path):
     cases = [(['eval', tmp_path/'missing.pt', '--out', tmp_path/'e1'], 1, 'No checkpoint at'),
              (['eval', tmp_path/'fake.pt', '--out', tmp_path/'e2'], 1, 'is not a readable checkpoint'),
              (['eval', run/'best.pt', '--out', run], 1, 'already holds a run'),
-             (['eval', run/'best.pt', '--dataset', f'folder:{pets}', '--out', tmp_path/'e3'], 2, 'evaluate it on data with its classes'),
+             (['eval', run/'best.pt', '--dataset', f'folder:{pets}', '--out', tmp_path/'e3'], 2,
+              'evaluate it on data with its classes'),
              (['predict', tmp_path/'missing.pt', tmp_path/'notes.txt'], 1, 'No checkpoint at'),
              (['predict', run/'best.pt', tmp_path/'notes.txt'], 1, 'notes.txt is not a readable image')]
     for args, status, message in cases:
         result = mlpipe(*args)
         assert result.returncode == status and message in result.stderr, (args, result.stderr)
-        assert len(result.stderr.splitlines()) == 1 and 'Traceback' not in result.stderr and result.stdout == '', result.stderr
+        assert len(result.stderr.splitlines()) == 1 and 'Traceback' not in result.stderr, result.stderr
+        assert result.stdout == '', result.stdout
     assert not any((tmp_path/f'e{i}').exists() for i in (1, 2, 3))
 
 
@@ -213,9 +281,11 @@ def test_usage_errors_and_debug(run, tmp_path):
 def test_wheel_gives_a_working_mlpipe(tmp_path):
     "Build the wheel from a copy of the sources, install it elsewhere, and train from it on the sample it carries."
     src = tmp_path/'src'
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns('.git', 'nbs', '_docs', '_proc', 'runs', '*.egg-info', 'build',
-                                                             '__pycache__', '.venv', 'tests'))
-    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', tmp_path/'dist', src],
+    ignore = shutil.ignore_patterns('.git', 'nbs', '_docs', '_proc', 'runs', '*.egg-info', 'build', '__pycache__',
+                                    '.venv', 'tests')
+    shutil.copytree(ROOT, src, ignore=ignore)
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q',
+                    '-w', tmp_path/'dist', src],
                    check=True, capture_output=True, timeout=300)
     wheel = next((tmp_path/'dist').glob('mlpipe-*.whl'))
     site = tmp_path/'site'
@@ -236,7 +306,8 @@ def test_wheel_gives_a_working_mlpipe(tmp_path):
 def test_default_recipe(tmp_path):
     "`mlpipe train` with no options: the default model on the bundled sample, at 85% test accuracy or better."
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, '-m', 'mlpipe.cli', 'train'], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, '-m', 'mlpipe.cli', 'train'], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900)
     seconds = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     folder, = (tmp_path/'runs').iterdir()
@@ -244,3 +315,28 @@ def test_default_recipe(tmp_path):
     print(f"default recipe: test accuracy {accuracy:.4f} in {seconds:.0f}s")  # timings are shown, never asserted
     assert accuracy >= 0.85
     assert set(RUN_FILES) <= {p.name for p in folder.iterdir()}
+
+
+def test_report_says_what_was_run(run):
+    report = (run/'report.md').read_text()
+    assert report.index('## What was run') < report.index('## Metrics'), report[:500]
+    assert '| command | mlpipe train --model mlp --epochs 1 --batch-size 512 --config ' in report, report[:800]
+    assert '| dataset | fashion_mnist_sample |' in report and '| epochs | 1 |' in report, report[:800]
+
+
+def test_export_checks_and_refuses(run, tmp_path):
+    out = tmp_path/'model.onnx'
+    result = mlpipe('export', run/'best.pt', '--format', 'onnx', '--out', out)
+    assert result.returncode == 0, result.stderr
+    assert f'wrote {out} (' in result.stdout and 'same top-1 class for 64/64' in result.stdout, result.stdout
+    before = out.read_bytes()
+    again = mlpipe('export', run/'best.pt', '--format', 'onnx', '--out', out)  # never overwritten
+    assert again.returncode == 2 and 'model.onnx exists' in again.stderr and out.read_bytes() == before, again.stderr
+    unknown = mlpipe('export', run/'best.pt', '--format', 'zip', '--out', tmp_path/'m.zip')
+    assert unknown.returncode == 2 and "invalid choice: 'zip'" in unknown.stderr, unknown.stderr
+    image = tmp_path/'shirt.png'
+    Image.new('L', (28, 28), 128).save(image)
+    predicted = mlpipe('predict', out, image, tmp_path/'missing.png')  # the ONNX model predicts as the checkpoint
+    expected = mlpipe('predict', run/'best.pt', image)
+    assert predicted.stdout == expected.stdout and predicted.stdout.startswith(str(image)), predicted.stdout
+    assert predicted.returncode == 1 and 'missing.png: no such file' in predicted.stderr, predicted.stderr

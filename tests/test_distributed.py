@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mlpipe.train import load_checkpoint
+from mlpipe.train import load_checkpoint, save_checkpoint
 from mlpipe.cli import main
 from test_train_resume import assert_same
 
@@ -256,7 +256,9 @@ def test_its_metrics_equal_one_process_evaluating_its_model(cli_run, tmp_path):
 def test_mlpipe_resume_with_another_number_of_processes_is_refused(cli_run, tmp_path):
     folder = tmp_path/'run'
     shutil.copytree(cli_run[0], folder)
-    (folder/'metrics.json').unlink()  # as if the run had been stopped before its evaluation
+    state = load_checkpoint(folder/'last.pt')  # as if the run had been stopped before its last epoch
+    state['epoch'], state['history'] = state['epochs'] - 1, state['history'][:-1]
+    save_checkpoint(state, folder/'last.pt')
     assert mlpipe_here('train', '--out', folder, '--resume') == (1, [
         f"mlpipe: error: Cannot resume from {folder/'last.pt'}: "
         "it was saved by a run of 2 processes and this run has 1: "
