@@ -13,7 +13,8 @@ import yaml
 
 from .callbacks import Checkpoint, CSVLogger
 from .core import default_device, get_rank, get_world_size, is_main_process
-from .data import AUGMENT, DATASETS, DataError, MemoryLoader, as_tensors, get_dataset, get_dls
+from .data import AUGMENT, DATASETS, DataError, as_tensors, get_dataset
+from .loaders import MemoryLoader, get_dls
 from .distributed import broadcast_call, main_process_first, setup_distributed, teardown_distributed
 from .eval import evaluate, load_model, predict
 from .model import DEFAULT_MODEL, MODELS, count_parameters, create_model
