@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from .core import default_device
-from .data import get_dataset, get_dls
+from .data import get_dataset
+from .loaders import get_dls
 from .eval import evaluate
 from .model import create_model
 from .train import (Callback, Loaders, Trainer, cpu_has_bf16, resolve_channels_last, resolve_precision,

@@ -13,7 +13,7 @@ import torch
 torch.set_num_threads(1)  # the same arithmetic in every process, and no contention on shared cores
 
 from mlpipe.callbacks import Checkpoint
-from mlpipe.data import get_dls
+from mlpipe.loaders import get_dls
 from mlpipe.core import get_rank, is_main_process
 from mlpipe.distributed import setup_distributed, teardown_distributed
 from mlpipe.eval import evaluate

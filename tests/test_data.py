@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mlpipe.data import DEBIAN_FASHION_MNIST, DataError, as_tensors, compute_stats, get_dataset, get_dls, load_image
+from mlpipe.data import DEBIAN_FASHION_MNIST, DataError, as_tensors, compute_stats, get_dataset, load_image
+from mlpipe.loaders import get_dls
 from conftest import CIFAR_CLASSES, write_cifar10
 
 

@@ -15,13 +15,14 @@ CANDIDATES = (os.environ.get('MLPIPE_CHROMIUM'), '/usr/bin/chromium', shutil.whi
               shutil.which('chromium-browser'), shutil.which('google-chrome'))
 CHROMIUM = next((p for p in CANDIDATES if p and Path(p).exists()), None)
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking']
-SCREENSHOTS = ('index.ipynb', '00_data.ipynb', 'tutorials/fashion_mnist.ipynb')
+SCREENSHOTS = ('index.ipynb', '00_data.ipynb', '00a_loaders.ipynb', 'tutorials/fashion_mnist.ipynb')
 
 # What each page shows at least (issue 11): example cells with an output, images, tables. show_doc cells not counted.
 EXPECTED = {  # page: (outputs, images, tables)
     'index.ipynb': (3, 0, 0),
     '00_core.ipynb': (1, 0, 0),
-    '00_data.ipynb': (5, 2, 0),  # show_batch of train and test, statistics, split sizes, a MemoryLoader batch
+    '00_data.ipynb': (5, 0, 0),  # the sample, errors, a folder dataset, statistics, transforms, split sizes
+    '00a_loaders.ipynb': (5, 2, 0),  # show_batch of train and test, a MemoryLoader batch, get_dls's loaders
     '01_model.ipynb': (2, 0, 0),  # summary tables
     '01a_distributed.ipynb': (1, 0, 0),  # a two-process run's output
     '02_train.ipynb': (5, 3, 0),  # the blog's loop, one-cycle curve, lr_find plot, a short fit, History.plot
@@ -92,7 +93,7 @@ def test_page_in_a_browser(page, site, browser, screenshots):
 
 
 def test_screenshots_are_written(site, browser, screenshots):
-    "Three pages as a reader sees them, for a look by eye (under this test's temporary folder)."
+    "Four pages as a reader sees them, for a look by eye (under this test's temporary folder)."
     for page in SCREENSHOTS:
         shot = screenshots/(Path(page).stem + '.png')
         if not shot.exists():

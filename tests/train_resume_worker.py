@@ -12,7 +12,7 @@ from torch import nn
 torch.set_num_threads(1)  # the same arithmetic in every process, and no contention on shared cores
 
 from mlpipe.callbacks import Checkpoint
-from mlpipe.data import get_dls
+from mlpipe.loaders import get_dls
 from mlpipe.train import Callback, Trainer, save_checkpoint, seed_everything
 
 EPOCHS, EVERY_N_STEPS = 2, 3
