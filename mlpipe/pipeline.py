@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from .core import get_world_size, is_main_process
-from .data import MemoryLoader, as_tensors, get_dataset, get_dls, load_image
+from .data import as_tensors, get_dataset, load_image
+from .loaders import MemoryLoader, get_dls
 from .distributed import broadcast_call, main_process_first
 from .model import count_parameters
 from .train import CheckpointError, ProgressBar, Trainer, load_checkpoint, resolve_precision, seed_everything
