@@ -14,13 +14,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
+from .cli import DEFAULTS, MODEL_ARGS, _test_flips
 from .core import default_device
 from .data import get_dataset, get_dls
 from .eval import evaluate
+from .events import Callback
 from .model import create_model
-from .train import (Callback, Loaders, Trainer, cpu_has_bf16, resolve_channels_last, resolve_precision,
-                          seed_everything)
-from .cli import DEFAULTS, MODEL_ARGS, _test_flips
+from .numerics import cpu_has_bf16, resolve_channels_last, resolve_precision, seed_everything
+from .train import Loaders, Trainer
 
 # %% auto #0
 __all__ = ['FULL_EPOCHS', 'RECIPE', 'GOALS', 'LIMIT_S', 'machine', 'threads', 'fastest_threads', 'bench_data', 'hand_written_fit',

@@ -12,14 +12,16 @@ import torch
 import yaml
 
 from .callbacks import Checkpoint, CSVLogger
+from .checkpoint import CheckpointError, load_checkpoint
 from .core import default_device, get_rank, get_world_size, is_main_process
 from .data import AUGMENT, DATASETS, DataError, MemoryLoader, as_tensors, get_dataset, get_dls
 from .distributed import broadcast_call, main_process_first, setup_distributed, teardown_distributed
 from .eval import evaluate, load_model, predict
+from .events import ProgressBar
 from .model import DEFAULT_MODEL, MODELS, count_parameters, create_model
+from .numerics import PRECISIONS, resolve_precision, seed_everything
 from .report import write_report
-from .train import (PRECISIONS, CheckpointError, NonFiniteLossError, ProgressBar, Trainer, load_checkpoint,
-                          resolve_precision, seed_everything)
+from .train import NonFiniteLossError, Trainer
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'MODEL_ARGS', 'CLASSIFIERS', 'DATA_ARGS', 'RUN_FILES', 'CHANGE_ON_RESUME', 'EVAL_KEYS', 'FAILURES',

@@ -22,11 +22,11 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassSta
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 from torchvision.transforms import functional as TF
 
-from .data import DataError, load_image
+from .checkpoint import CheckpointError, load_checkpoint
 from .core import get_world_size
+from .data import DataError, load_image
 from .distributed import all_gather, rank_batches
 from .model import MODELS, create_model
-from .train import CheckpointError, load_checkpoint
 
 # %% auto #0
 __all__ = ['MAX_IMAGE_SIDE', 'ONNX_METADATA_KEY', 'confusion_metrics', 'EvalResult', 'evaluate', 'Markdown', 'markdown_table',

@@ -5,11 +5,11 @@ import os, subprocess, sys
 import pytest
 import torch
 
+from mlpipe.checkpoint import CheckpointError, save_checkpoint
 from mlpipe.eval import MissingExtraError, predict
 from mlpipe.export import (ExportError, ExportUsageError, ImageClassifier, export_lines, export_model, load_program,
                            load_safetensors)
 from mlpipe.model import create_model
-from mlpipe.train import CheckpointError, save_checkpoint
 
 DATA = {'dataset': 'toy', 'classes': ['a', 'b', 'c'], 'channels': 3, 'size': [12, 10],
         'stats': {'mean': [0.4, 0.5, 0.6], 'std': [0.2, 0.25, 0.3]}}
@@ -98,8 +98,8 @@ def test_missing_extra_says_what_to_install(checkpoint, tmp_path, fmt, module):
     out = tmp_path/f'model.{"onnx" if fmt == "onnx" else "safetensors"}'
     code = f"""
 import sys; sys.modules[{module!r}] = None  # as if the extra were not installed
-from mlpipe.export import export_model
 from mlpipe.eval import MissingExtraError
+from mlpipe.export import export_model
 try: export_model({str(checkpoint)!r}, {fmt!r}, {str(out)!r})
 except MissingExtraError as e: print(e)
 """
