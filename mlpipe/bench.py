@@ -18,9 +18,10 @@ from .core import default_device
 from .data import get_dataset
 from .loaders import get_dls
 from .eval import evaluate
+from .events import Callback
 from .model import create_model
-from .train import (Callback, Loaders, Trainer, cpu_has_bf16, resolve_channels_last, resolve_precision,
-                          seed_everything)
+from .numerics import cpu_has_bf16, resolve_channels_last, resolve_precision, seed_everything
+from .train import Loaders, Trainer
 from .recipe import DEFAULTS, MODEL_ARGS, test_flips
 
 # %% auto #0

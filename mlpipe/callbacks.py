@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .checkpoint import save_checkpoint
 from .core import check_positive_int, is_main_process
-from .train import Callback, save_checkpoint
+from .events import Callback
 
 # %% auto #0
 __all__ = ['Checkpoint', 'EarlyStopping', 'CSVLogger', 'TensorBoardLogger']

@@ -12,7 +12,8 @@ import torch
 from .core import get_rank, get_world_size
 from .data import DataError
 from .distributed import setup_distributed, teardown_distributed
-from .train import CheckpointError, NonFiniteLossError
+from .checkpoint import CheckpointError
+from .train import NonFiniteLossError
 from .runs import RunFolderError, Terminated, UsageError
 from .recipe import SETTINGS, add_flags, check_config, given_settings
 from .pipeline import EVAL_KEYS, evaluate_run, predict_files, prediction_line, train

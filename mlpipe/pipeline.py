@@ -15,7 +15,10 @@ from .data import as_tensors, get_dataset, load_image
 from .loaders import MemoryLoader, get_dls
 from .distributed import broadcast_call, main_process_first
 from .model import count_parameters
-from .train import CheckpointError, ProgressBar, Trainer, load_checkpoint, resolve_precision, seed_everything
+from .checkpoint import CheckpointError, load_checkpoint
+from .events import ProgressBar
+from .numerics import resolve_precision, seed_everything
+from .train import Trainer
 from .callbacks import Checkpoint, CSVLogger
 from .eval import evaluate
 from .predict import load_model, predict

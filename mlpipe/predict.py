@@ -17,7 +17,7 @@ from torchvision.transforms import functional as TF
 from .data import DataError, load_image
 from .eval import _evaluating, _placement
 from .model import MODELS, create_model
-from .train import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 
 # %% auto #0
 __all__ = ['MAX_IMAGE_SIDE', 'ONNX_METADATA_KEY', 'Prediction', 'check_data_info', 'load_model', 'MissingExtraError',

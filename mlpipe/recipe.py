@@ -14,7 +14,7 @@ import yaml
 from .core import check_positive_int, check_positive_number, default_device
 from .data import AUGMENT, DATASETS
 from .model import DEFAULT_MODEL, MODELS, create_model
-from .train import PRECISIONS
+from .numerics import PRECISIONS
 from .runs import UsageError, brief, write_atomic
 
 # %% auto #0

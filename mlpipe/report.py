@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from .eval import EvalResult, classification_report, markdown_table, metrics_table
-from .train import History
+from .events import History
 
 # %% auto #0
 __all__ = ['plot_confusion_matrix', 'plot_top_losses', 'plot_history', 'write_atomically', 'write_report']

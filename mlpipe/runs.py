@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .train import load_checkpoint
+from .checkpoint import load_checkpoint
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'RESULT_FILES', 'HELD_FILES', 'UsageError', 'RunFolderError', 'Terminated', 'brief', 'write_atomic',

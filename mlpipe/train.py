@@ -4,380 +4,26 @@
 
 # %% ../nbs/02_train.ipynb #7a6c2c59
 from __future__ import annotations
-import contextlib, copy, csv, errno, math, numbers, os, random, shutil, sys, tempfile, time
+import contextlib, math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 from fastcore.basics import patch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
-from .core import (check_positive_int, check_positive_number, default_device, get_rank, get_world_size,
-                         is_main_process)
+from .checkpoint import CheckpointError, check_resumable, load_checkpoint
+from .core import check_positive_int, check_positive_number, default_device, get_rank, get_world_size
 from .distributed import all_gather, barrier, broadcast_buffers, mean_over_ranks, rank_batches, sum_over_ranks
+from .events import EVENTS, Callback, GradientClip, History, ProgressBar
+from .numerics import (AUTOCAST_DTYPES, SCHEDULES, as_metrics, get_rng_state, make_scheduler,
+                             resolve_channels_last, resolve_precision, set_rng_state)
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'AUTOCAST_DTYPES', 'SCHEDULES', 'RESERVED', 'EVENTS', 'SYNC_EVERY', 'seed_everything', 'get_rng_state',
-           'set_rng_state', 'cpu_has_bf16', 'resolve_precision', 'resolve_channels_last', 'make_scheduler', 'accuracy',
-           'BatchAverage', 'as_metrics', 'Callback', 'NonFiniteLossError', 'History', 'ProgressBar', 'GradientClip',
-           'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'Loaders', 'Trainer', 'LRFind']
-
-# %% ../nbs/02_train.ipynb #2c3906d3
-def seed_everything(seed: int, # any whole number; the same seed gives the same run on a CPU
-                   ) -> int:
-    "Seed Python's, NumPy's and PyTorch's random number generators (CPU and GPUs); under torchrun, seed + rank."
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be a whole number, got {seed!r}.")
-    seed = int(seed) + get_rank()  # each process its own dropout masks; DDP starts them all from rank 0's weights
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # NumPy's legacy seed must fit in 32 bits
-    torch.manual_seed(seed)  # seeds every CUDA device as well
-    return seed
-
-def get_rng_state() -> dict:
-    "The state of every random number generator training draws from, as plain lists and tensors."
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {'python': [version, list(internal), gauss], 'numpy': [kind, keys.tolist(), pos, has_gauss, cached],
-            'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-def set_rng_state(state: dict, # from `get_rng_state`
-                 ):
-    "Put every random number generator back in the state `get_rng_state` saw."
-    version, internal, gauss = state['python']
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state['numpy']
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state['torch'])
-    if state['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
-
-# %% ../nbs/02_train.ipynb #4a55f4f0
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
-AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}  # fp32 runs without autocast
-
-def cpu_has_bf16() -> bool:
-    "Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX); without it bf16 is emulated and slow."
-    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError): return False  # a PyTorch build without oneDNN
-
-def _has_conv(model: nn.Module) -> bool: return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-def resolve_precision(precision: str, # one of `PRECISIONS`
-                      device: torch.device, # where the model trains
-                      model: nn.Module, # the model; on a CPU, 'auto' picks bf16 for conv nets only
-                     ) -> str:
-    "What `precision` means on `device` for `model`: 'fp32', 'bf16' or 'fp16'; an impossible choice is an error."
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    device = torch.device(device)
-    if precision == 'fp16' and device.type != 'cuda':
-        raise ValueError(f"precision='fp16' needs a CUDA GPU (its GradScaler guards fp16's narrow range); "
-                         f"on {device.type} use 'bf16' or 'fp32'.")
-    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
-        raise ValueError("This GPU has no bf16: use precision='fp16' (or 'auto', which picks it).")
-    if precision != 'auto': return precision
-    if device.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
-    if device.type == 'cpu' and _has_conv(model) and cpu_has_bf16(): return 'bf16'
-    return 'fp32'
-
-def resolve_channels_last(channels_last: str | bool, # 'auto', True or False
-                          model: nn.Module, # 'auto' means True for models with a Conv2d
-                         ) -> bool:
-    "Whether to train in the channels_last memory layout."
-    if channels_last == 'auto': return _has_conv(model)
-    if not isinstance(channels_last, bool):
-        raise ValueError(f"channels_last must be 'auto', True or False, got {channels_last!r}.")
-    return channels_last
-
-# %% ../nbs/02_train.ipynb #997c45db
-SCHEDULES = ('onecycle', 'constant')
-
-def make_scheduler(optimizer: torch.optim.Optimizer, # the optimizer whose learning rate it sets
-                   schedule: str, # one of `SCHEDULES`
-                   lr: float, # the peak (one-cycle) or only (constant) learning rate
-                   total_steps: int, # optimizer steps in the whole run
-                  ) -> torch.optim.lr_scheduler.LRScheduler:
-    "A learning-rate scheduler to step once per optimizer step: one-cycle up to `lr` and down, or constant."
-    if schedule == 'constant': return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    if schedule != 'onecycle': raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}.")
-    # cycle momentum only where the optimizer has some: it would give plain SGD a momentum it was not asked for
-    momentum = 'betas' in optimizer.defaults or optimizer.defaults.get('momentum', 0) > 0
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, cycle_momentum=momentum)
-
-# %% ../nbs/02_train.ipynb #0350fbd3
-RESERVED = ('epoch', 'train_loss', 'valid_loss', 'lr')  # the keys of an epoch's record that are not metrics
-
-def accuracy(preds: torch.Tensor, # scores [batch, classes]
-             targets: torch.Tensor, # class indices [batch]
-            ) -> torch.Tensor:
-    "The fraction of samples whose highest-scoring class is the target."
-    return (preds.argmax(dim=1) == targets).float().mean()
-
-class BatchAverage:
-    "A metric function of (preds, targets), averaged over batches weighted by their size, with torchmetrics' interface."
-    def __init__(self, fn: Callable):
-        self.fn = fn
-        self.reset()
-    def reset(self): self.total, self.count = 0.0, 0
-    def update(self, preds, targets):
-        self.total = self.total + self.fn(preds, targets).float() * len(targets)  # stays a device tensor: no sync
-        self.count += len(targets)
-    def compute(self):
-        if get_world_size() == 1: return self.total / max(self.count, 1)
-        total, count = sum_over_ranks(self.total, self.count)  # under torchrun: the sums of every process's batches
-        return total / max(count, 1)
-
-def as_metrics(metrics: dict | Sequence | None, # {name: metric}, a list of metrics (named by `__name__`), or None
-               classification: bool, # None means [accuracy] for classification, nothing otherwise
-              ) -> dict:
-    "Metrics as {name: object with update/compute/reset}: functions wrapped in `BatchAverage`, torchmetrics kept."
-    if metrics is None: metrics = [accuracy] if classification else []
-    if not isinstance(metrics, dict): metrics = {getattr(m, '__name__', type(m).__name__.lower()): m for m in metrics}
-    clash = [name for name in metrics if name in RESERVED]
-    if clash:
-        raise ValueError(f"Metric names {clash} clash with the record's own keys {RESERVED}: "
-                         "pass a dict with other names.")
-    return {name: m if hasattr(m, 'update') else BatchAverage(m) for name, m in metrics.items()}
-
-# %% ../nbs/02_train.ipynb #3af21b59
-EVENTS = ('before_fit', 'before_epoch', 'before_batch', 'after_loss', 'after_backward', 'before_step', 'after_step',
-          'after_batch', 'after_epoch', 'after_fit')
-
-class Callback:
-    "The callback protocol: override the events you need; each gets the trainer. Lower `order` runs first."
-    order = 0
-    def before_fit(self, trainer): pass
-    def before_epoch(self, trainer): pass
-    def before_batch(self, trainer): pass
-    def after_loss(self, trainer): pass
-    def after_backward(self, trainer): pass
-    def before_step(self, trainer): pass
-    def after_step(self, trainer): pass
-    def after_batch(self, trainer): pass
-    def after_epoch(self, trainer): pass
-    def after_fit(self, trainer): pass
-    def state_dict(self) -> dict: return {}  # what a resumed run needs back; plain data
-    def load_state_dict(self, state: dict): pass
-
-def _handlers(callbacks: Sequence, event: str) -> list:
-    "The bound methods of `callbacks` that handle `event`: those a callback overrides, not `Callback`'s no-ops."
-    return [getattr(cb, event) for cb in callbacks
-            if getattr(type(cb), event, None) not in (None, getattr(Callback, event))]
-
-class NonFiniteLossError(FloatingPointError):
-    "The training loss became infinite or NaN; the message names the epoch and step."
-
-class _StopTraining(Exception):
-    "Raised by `Trainer.stop` and caught by `Trainer.fit`: the way out of the loop from inside a callback."
-
-# %% ../nbs/02_train.ipynb #a0f6242d
-_LABELS = {'train_loss': 'training loss', 'valid_loss': 'validation loss'}
-
-class History(Callback):
-    "Each epoch's train loss, valid loss, valid metrics and learning rate, in `records`; plots and CSV."
-    order = -10  # first, so that a checkpoint written at the end of an epoch holds that epoch's record
-    def __init__(self): self.records = []
-    def after_epoch(self, trainer): self.records.append(dict(trainer.record))
-
-    def to_csv(self, path: str | Path, # the file to write, replaced atomically
-              ) -> Path:
-        "Write the records as a CSV file with one row per epoch."
-        path, keys = Path(path), list(dict.fromkeys(k for r in self.records for k in r))
-        tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-        with open(tmp, 'w', newline='') as f:
-            writer = csv.DictWriter(f, keys)
-            writer.writeheader()
-            writer.writerows(self.records)
-        os.replace(tmp, path)  # a reader never sees half a file
-        return path
-
-    def plot(self, figsize=(10, 3.5)):
-        "The loss curves and, beside them, the validation metrics; returns the matplotlib figure."
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-        metrics = [k for k in dict.fromkeys(k for r in self.records for k in r) if k not in RESERVED]
-        fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=figsize, squeeze=False)
-        epochs, losses = [r['epoch'] for r in self.records], axes[0, 0]
-        for key, label in _LABELS.items():
-            if any(key in r for r in self.records):
-                losses.plot(epochs, [r.get(key) for r in self.records], 'o-', label=label)
-        losses.set(title='Loss per epoch', xlabel='epoch', ylabel='loss')
-        losses.legend()
-        for key in metrics: axes[0, 1].plot(epochs, [r.get(key) for r in self.records], 'o-', label=f'validation {key}')
-        if metrics:
-            axes[0, 1].set(title='Validation metrics per epoch', xlabel='epoch', ylabel='value')
-            axes[0, 1].legend()
-        for ax in fig.axes: ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
-        fig.tight_layout()
-        return fig
-
-# %% ../nbs/02_train.ipynb #808bfacb
-def _can_draw_bar() -> bool:
-    "Whether a progress bar can be drawn here: in a Jupyter kernel (tqdm.auto's widget) or a terminal."
-    try:
-        from IPython import get_ipython
-        shell = get_ipython()
-    except ImportError: shell = None
-    # a Jupyter kernel runs IPKernelApp; plain IPython, execnb (nbdev_test) and pipes get plain lines instead
-    in_kernel = shell is not None and 'IPKernelApp' in getattr(shell, 'config', {})
-    return in_kernel or sys.stderr.isatty()
-
-class ProgressBar(Callback):
-    "A tqdm bar for each epoch where one can be drawn, and a line with each epoch's numbers."
-    order = 10
-    def __init__(self, bar: bool | None = None, # None: a bar in a notebook or a terminal, only lines elsewhere
-                ): self.bar, self.pbar = bar, None
-
-    def before_fit(self, trainer):
-        self.shows = is_main_process()  # under torchrun, one bar and one line per epoch: rank 0's
-        self.show_bar = self.shows and (_can_draw_bar() if self.bar is None else self.bar)
-
-    def before_epoch(self, trainer):
-        from tqdm.auto import tqdm
-        self.start, self.shown = time.perf_counter(), trainer.train_loss
-        if self.show_bar:
-            self.pbar = tqdm(total=len(trainer.dls.train), initial=trainer.batch, leave=False,
-                             desc=f'epoch {trainer.epoch + 1}/{trainer.epochs}')
-
-    def after_batch(self, trainer):
-        if self.pbar is None: return
-        self.pbar.update()
-        if trainer.train_loss is not self.shown:  # a new value since the last sync (`is`: cheap, and right for nan)
-            self.shown = trainer.train_loss
-            self.pbar.set_postfix(loss=f'{self.shown:.4f}', refresh=False)
-
-    def after_epoch(self, trainer):
-        self.after_fit(trainer)
-        if not self.shows: return
-        numbers = '  '.join(f'{k} {v:.4g}' for k, v in trainer.record.items() if k != 'epoch')
-        seconds = time.perf_counter() - self.start
-        print(f"epoch {trainer.epoch}/{trainer.epochs}  {numbers}  ({seconds:.1f}s)", flush=True)
-
-    def after_fit(self, trainer):
-        if self.pbar is not None:
-            self.pbar.close()
-            self.pbar = None
-
-# %% ../nbs/02_train.ipynb #17a33185
-class GradientClip(Callback):
-    "Clip the gradients' global norm to `max_norm` before each optimizer step."
-    def __init__(self, max_norm: float, # the largest global norm of the gradients a step may use
-                ): self.max_norm = check_positive_number('grad_clip', max_norm)
-
-    def before_step(self, trainer):
-        trainer.scaler.unscale_(trainer.opt)  # clip the true gradients, not fp16's scaled ones
-        nn.utils.clip_grad_norm_(trainer.model.parameters(), self.max_norm)
-
-# %% ../nbs/02_train.ipynb #87fea219
-class CheckpointError(ValueError):
-    "A checkpoint is missing, unreadable, not an mlpipe checkpoint, or does not fit the run resuming from it."
-
-def _disk_full(error: BaseException) -> bool:
-    "Whether `error` is how a write to a full disk fails: ENOSPC, EDQUOT, or torch's zip writer's 'unexpected pos'."
-    if isinstance(error, OSError): return error.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC))
-    return isinstance(error, RuntimeError) and 'unexpected pos' in str(error)
-
-def _fsync_folder(folder: Path):
-    "Make a rename in `folder` durable: its entry is on disk once the folder is synced (Windows cannot open folders)."
-    if os.name != 'posix': return
-    fd = os.open(folder, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-
-def save_checkpoint(state: dict, # plain data: tensors, numbers, strings, lists, dicts
-                    path: str | Path, # the file; its folder is created if needed
-                   ) -> Path:
-    "Write `state` to `path` atomically: a temporary file in the same folder, fsync, rename, fsync the folder."
-    path, tmp = Path(path), None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f'.{path.name}.*.tmp'): stale.unlink(missing_ok=True)  # left by a killed save
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None: Path(tmp).unlink(missing_ok=True)
-        if not _disk_full(e): raise
-        kept = f'the previous {path.name} is intact' if path.exists() else f'there was no {path.name} before'
-        free = shutil.disk_usage(path.parent).free / 2**20
-        raise OSError(errno.ENOSPC, f"The disk is full: could not write {path} ({free:.0f} MiB free); {kept}. "
-                                    "Free some space, then resume.") from None
-    _fsync_folder(path.parent)
-    return path
-
-def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
-                    map_location: str | torch.device = 'cpu', # where the tensors are loaded
-                   ) -> dict:
-    "Read a checkpoint with `torch.load(weights_only=True)`, which cannot run code; a bad file is a `CheckpointError`."
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"No checkpoint at {path}: no such file.")
-    try: state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # RuntimeError for a broken zip, UnpicklingError for foreign pickles, EOFError...
-        first_line = (str(e).splitlines() or [''])[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {first_line}); "
-                              "it may be truncated, or not a checkpoint at all.") from None
-    if not isinstance(state, dict) or 'mlpipe_version' not in state or not isinstance(state.get('model'), dict):
-        raise CheckpointError(f"{path} is a PyTorch file but not an mlpipe checkpoint "
-                              "(it has no 'mlpipe_version' and 'model' weights).")
-    return state
-
-# %% ../nbs/02_train.ipynb #05f22b97
-_RESUMABLE = {'model': dict, 'optimizer': dict, 'scheduler': (dict, type(None)), 'scaler': dict, 'epoch': int,
-              'batch': int, 'step': int, 'epochs': int, 'batches_per_epoch': int, 'data_seed': (int, type(None)),
-              'batch_losses': (torch.Tensor, type(None)), 'rng': (dict, list), 'epoch_rng': (dict, list, type(None)),
-              'history': list, 'callbacks': dict}  # what `Trainer.load_state_dict` reads, and its kind
-
-def _check_structure(state: dict):
-    "Raise a CheckpointError unless `state` has every entry a resume reads, of the right kind and in range."
-    missing = [k for k in _RESUMABLE if k not in state]
-    if missing: raise CheckpointError(f"it lacks {', '.join(map(repr, missing))}, which a resumed run needs: "
-                                      "resume from a last.pt that mlpipe's Checkpoint wrote, or start afresh.")
-    wrong = [f'{k!r} is a {type(state[k]).__name__}' for k, kind in _RESUMABLE.items()
-             if not isinstance(state[k], kind)]
-    losses = state['batch_losses']
-    if losses is not None and losses.shape != (state['batches_per_epoch'],):
-        wrong.append("'batch_losses' has the wrong size")
-    if not 0 <= state['epoch'] <= state['epochs'] or not 0 <= state['batch'] < state['batches_per_epoch']:
-        wrong.append(f"epoch {state['epoch']}, batch {state['batch']} is outside a run of {state['epochs']} "
-                     f"epochs of {state['batches_per_epoch']} batches")
-    if wrong:
-        raise CheckpointError(f"it is damaged ({'; '.join(wrong)}): resume from another checkpoint, or start afresh.")
-
-def _check_same_model(model: nn.Module, state: dict):
-    "Raise a CheckpointError unless `state` holds weights of `model`'s architecture."
-    saved, mine = state.get('model_config'), getattr(model, 'config', None)
-    if saved is not None and mine is not None and saved != mine:
-        raise CheckpointError(f"it holds the model {saved}, not this trainer's {mine}.")
-    own, theirs = model.state_dict(), state['model']
-    wrong = sorted(own.keys() ^ theirs.keys()) + [k for k in own.keys() & theirs.keys()
-                                                  if getattr(theirs[k], 'shape', None) != own[k].shape]
-    if wrong: raise CheckpointError(f"its weights do not fit this model (mismatched: {', '.join(wrong[:5])}).")
-
-def _check_resumable(trainer, state: dict):
-    "Raise a CheckpointError unless `state` can continue `trainer`'s run: structure, model, processes, length, data."
-    _check_structure(state)
-    _check_same_model(trainer.model, state)
-    saved = state.get('world_size', 1)
-    if saved != trainer.world_size:  # each process's share of the data and its random state depend on the number
-        raise CheckpointError(f"it was saved by a run of {saved} process{'es' * (saved > 1)} and this run has "
-                              f"{trainer.world_size}: resume with {saved} (torchrun --nproc-per-node {saved}, "
-                              "or without torchrun for 1).")
-    n = len(trainer.dls.train)
-    if state['batches_per_epoch'] != n or (trainer.schedule == 'onecycle' and state['epochs'] != trainer.epochs):
-        raise CheckpointError(f"it was saved by a run of {state['epochs']} epochs of {state['batches_per_epoch']} "
-                              f"batches, this one has {trainer.epochs} of {n}: "
-                              "resume with the same epochs and batch size.")
-    seed = getattr(trainer.dls.train, 'seed', None)  # with the epoch and batch, the seed fixes the data order
-    if None not in (seed, state['data_seed']) and seed != state['data_seed']:
-        raise CheckpointError(f"its data was shuffled with seed {state['data_seed']}, this run's with {seed}: "
-                              "load the data with the same seed.")
+__all__ = ['SYNC_EVERY', 'Loaders', 'NonFiniteLossError', 'StopTraining', 'Trainer']
 
 # %% ../nbs/02_train.ipynb #48eb800c
 @dataclass
@@ -388,6 +34,17 @@ class Loaders:
 
 # %% ../nbs/02_train.ipynb #d47a3e60
 SYNC_EVERY = 32  # batches between copies of the running loss to the host: often enough for a live bar and an early stop
+
+def _handlers(callbacks: Sequence, event: str) -> list:
+    "The bound methods of `callbacks` that handle `event`: those a callback overrides, not `Callback`'s no-ops."
+    return [getattr(cb, event) for cb in callbacks
+            if getattr(type(cb), event, None) not in (None, getattr(Callback, event))]
+
+class NonFiniteLossError(FloatingPointError):
+    "The training loss became infinite or NaN; the message names the epoch and step."
+
+class StopTraining(Exception):
+    "Raised by `Trainer.stop` and caught by `Trainer.fit`: the way out of the loop from inside a callback."
 
 def _check_model_fits_data(model: nn.Module, dls):
     "Raise a ValueError where the model's config disagrees with the data's classes or channels."
@@ -598,7 +255,7 @@ def fit(self: Trainer,
                            'lr': self.opt.param_groups[0]['lr']}
             self.epoch, self.batch = self.epoch + 1, 0
             self._call('after_epoch')
-    except _StopTraining: pass
+    except StopTraining: pass
     finally: self._call('after_fit')
     barrier()  # under torchrun: rank 0 has written its files before any process goes on to read them
     return self.history
@@ -619,7 +276,7 @@ def _resume_path(self: Trainer, resume) -> Path | None:
 @patch
 def stop(self: Trainer):
     "End training now, from inside a callback's event; `fit` then calls `after_fit` and returns."
-    raise _StopTraining
+    raise StopTraining
 
 # %% ../nbs/02_train.ipynb #250a1a5b
 @patch
@@ -653,7 +310,7 @@ def _keyed_callbacks(self: Trainer) -> list:
 def load_state_dict(self: Trainer, state: dict, # from `state_dict`, usually through `load_checkpoint`
                    ):
     "Restore a run from `state`: model, optimizer, schedule, position, history, callbacks and random states."
-    _check_resumable(self, state)
+    check_resumable(self, state)
     one = state.get('world_size', 1) == 1  # else every process's random states, in a list
     try:
         self.model.load_state_dict(state['model'])
@@ -672,69 +329,3 @@ def load_state_dict(self: Trainer, state: dict, # from `state_dict`, usually thr
     self._losses = state['batch_losses'].to(self.device) if state['batch_losses'] is not None else None
     self.history.records = [dict(r) for r in state['history']]
     if self._losses is not None: self._sync_loss()  # the running loss, for the progress bar
-
-# %% ../nbs/02_train.ipynb #73cfa293
-@dataclass
-class LRFind:
-    "The result of `Trainer.lr_find`: learning rates, their smoothed losses, and a suggested rate."
-    lrs: list
-    losses: list
-    suggestion: float
-
-    def plot(self, figsize=(6, 3.5)):
-        "The loss against the learning rate (log scale), with the suggestion marked; returns the figure."
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=figsize)
-        ax.plot(self.lrs, self.losses)
-        ax.set_xscale('log')
-        ax.axvline(self.suggestion, color='tab:red', linestyle='--', label=f'suggestion {self.suggestion:.2g}')
-        ax.set(title='Learning-rate finder', xlabel='learning rate (log scale)', ylabel='smoothed training loss')
-        ax.legend()
-        return fig
-
-class _LRSweep(Callback):
-    "Raise the learning rate exponentially from `start_lr` to `end_lr` over `num_steps` batches; record the loss."
-    def __init__(self, start_lr: float, end_lr: float, num_steps: int):
-        self.start_lr, self.end_lr, self.num_steps = start_lr, end_lr, num_steps
-        self.lrs, self.losses, self.average = [], [], 0.0
-
-    def before_batch(self, trainer):
-        i = len(self.lrs)
-        self.lrs.append(self.start_lr * (self.end_lr / self.start_lr) ** (i / max(self.num_steps - 1, 1)))
-        for group in trainer.opt.param_groups: group['lr'] = self.lrs[-1]
-
-    def after_batch(self, trainer):
-        self.average = 0.98 * self.average + 0.02 * trainer.batch_loss.item()
-        self.losses.append(self.average / (1 - 0.98 ** len(self.lrs)))  # debiased, as Adam does
-        exploded = not math.isfinite(self.losses[-1]) or self.losses[-1] > 4 * min(self.losses)
-        if exploded or len(self.lrs) == self.num_steps: trainer.stop()
-
-def _forever(loader):
-    "Batches of `loader`, epoch after epoch."
-    while True: yield from loader
-
-@patch
-def lr_find(self: Trainer,
-            start_lr: float = 1e-7, # the first learning rate tried
-            end_lr: float = 10.0, # the last
-            num_steps: int = 100, # batches, at most
-           ) -> LRFind:
-    "Train briefly with a learning rate growing exponentially, then restore everything; returns the curve and a rate."
-    saved = copy.deepcopy({'model': self.model.state_dict(), 'opt': self.opt.state_dict(),
-                           'scaler': self.scaler.state_dict()})
-    rng, callbacks, sweep = get_rng_state(), self.callbacks, _LRSweep(start_lr, end_lr, num_steps)
-    self._use([sweep, *(cb for cb in callbacks if isinstance(cb, GradientClip))])  # no bar, no records, no checkpoints
-    self.model.train()
-    try:
-        for x, y in _forever(self.dls.train):
-            self.train_batch(x, y)
-            self._call('after_batch')
-    except _StopTraining: pass
-    finally:
-        self._use(callbacks)
-        self.model.load_state_dict(saved['model'])
-        self.opt.load_state_dict(saved['opt'])
-        if saved['scaler']: self.scaler.load_state_dict(saved['scaler'])
-        set_rng_state(rng)
-    best = min(range(len(sweep.losses)), key=lambda j: sweep.losses[j] if math.isfinite(sweep.losses[j]) else math.inf)
-    return LRFind(sweep.lrs, sweep.losses, sweep.lrs[best] / 10)

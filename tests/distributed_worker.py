@@ -13,12 +13,16 @@ import torch
 torch.set_num_threads(1)  # the same arithmetic in every process, and no contention on shared cores
 
 from mlpipe.callbacks import Checkpoint
+from mlpipe.checkpoint import save_checkpoint
 from mlpipe.loaders import get_dls
 from mlpipe.core import get_rank, is_main_process
+from mlpipe.data import get_dls
 from mlpipe.distributed import setup_distributed, teardown_distributed
 from mlpipe.eval import evaluate
+from mlpipe.events import Callback
 from mlpipe.model import create_model
-from mlpipe.train import Callback, Trainer, save_checkpoint, seed_everything
+from mlpipe.numerics import seed_everything
+from mlpipe.train import Trainer
 
 
 class Steps(Callback):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mlpipe.train import load_checkpoint, save_checkpoint
+from mlpipe.checkpoint import load_checkpoint, save_checkpoint
 from mlpipe.cli import main
 from test_train_resume import assert_same
 

@@ -101,7 +101,7 @@ def test_predict_prepares_files_like_training(tmp_path):
 
 def test_predict_from_checkpoint_and_its_errors(tmp_path):
     from mlpipe.model import create_model
-    from mlpipe.train import CheckpointError, save_checkpoint
+    from mlpipe.checkpoint import CheckpointError, save_checkpoint
     model = create_model('mlp', in_channels=1, num_classes=4, size=8, hidden=(5,))
     data = {'dataset': 'toy', 'classes': list('wxyz'), 'channels': 1, 'size': [8, 8],
             'stats': {'mean': [0.3], 'std': [0.2]}}
@@ -156,7 +156,7 @@ def test_load_model_refuses_absurd_sizes_before_building(tmp_path):
     import time
     from mlpipe.predict import load_model
     from mlpipe.model import create_model
-    from mlpipe.train import CheckpointError, save_checkpoint
+    from mlpipe.checkpoint import CheckpointError, save_checkpoint
     model = create_model('cnn', in_channels=1, num_classes=2, widths=(4,))
     data = {'dataset': 'toy', 'classes': ['x', 'y'], 'channels': 1, 'size': [8, 8],
             'stats': {'mean': [0.3], 'std': [0.2]}}

@@ -5,11 +5,11 @@ import os, subprocess, sys
 import pytest
 import torch
 
+from mlpipe.checkpoint import CheckpointError, save_checkpoint
 from mlpipe.predict import MissingExtraError, predict
 from mlpipe.export import (ExportError, ExportUsageError, ImageClassifier, export_lines, export_model, load_program,
                            load_safetensors)
 from mlpipe.model import create_model
-from mlpipe.train import CheckpointError, save_checkpoint
 
 DATA = {'dataset': 'toy', 'classes': ['a', 'b', 'c'], 'channels': 3, 'size': [12, 10],
         'stats': {'mean': [0.4, 0.5, 0.6], 'std': [0.2, 0.25, 0.3]}}

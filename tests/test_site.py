@@ -25,8 +25,12 @@ EXPECTED = {  # page: (outputs, images, tables)
     '00a_loaders.ipynb': (5, 2, 0),  # show_batch of train and test, a MemoryLoader batch, get_dls's loaders
     '01_model.ipynb': (2, 0, 0),  # summary tables
     '01a_distributed.ipynb': (1, 0, 0),  # a two-process run's output
-    '02_train.ipynb': (5, 3, 0),  # the blog's loop, one-cycle curve, lr_find plot, a short fit, History.plot
+    '01b_numerics.ipynb': (4, 1, 0),  # seeded draws, 'auto' precision, metrics, the one-cycle curve
+    '01c_events.ipynb': (2, 0, 0),  # the events a callback handles, GradientClip
+    '01d_checkpoint.ipynb': (3, 0, 0),  # a round trip, the bad files' errors, a full disk
+    '02_train.ipynb': (4, 1, 0),  # the blog's loop, a short fit, History.plot, a resume
     '02a_callbacks.ipynb': (2, 0, 0),  # the CSV log, a resumed run's record
+    '02b_lr_find.ipynb': (1, 1, 0),  # the lr_find plot
     '03_eval.ipynb': (3, 0, 1),  # metrics, classification_report as a table, a regression result
     '03a_report.ipynb': (4, 3, 0),  # confusion matrix, top losses, history plot, report.md
     '03b_predict.ipynb': (4, 0, 0),  # a Prediction, a checkpoint's labels, a bad file reported, load_model's errors

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from mlpipe.train import load_checkpoint
+from mlpipe.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name('train_resume_worker.py')

@@ -12,8 +12,11 @@ from torch import nn
 torch.set_num_threads(1)  # the same arithmetic in every process, and no contention on shared cores
 
 from mlpipe.callbacks import Checkpoint
+from mlpipe.checkpoint import save_checkpoint
 from mlpipe.loaders import get_dls
-from mlpipe.train import Callback, Trainer, save_checkpoint, seed_everything
+from mlpipe.events import Callback
+from mlpipe.numerics import seed_everything
+from mlpipe.train import Trainer
 
 EPOCHS, EVERY_N_STEPS = 2, 3
 
