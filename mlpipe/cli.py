@@ -75,14 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "then load the export back and check it against the checkpoint's own predictions.")
     export_p.add_argument('checkpoint', metavar='CHECKPOINT', help='a checkpoint written by mlpipe train')
     export_p.add_argument('--format', metavar='FORMAT', required=True, choices=list(EXPORT_FORMATS),
-                          help=f"{', '.join(EXPORT_FORMATS)} (onnx and safetensors need pip install \"mlpipe[export]\")")
+                          help=f"{', '.join(EXPORT_FORMATS)}; onnx and safetensors need the export extra")
     export_p.add_argument('--out', metavar='PATH', required=True,
                           help=f"the file to write, ending in {', '.join(EXPORT_FORMATS.values())}; never overwritten")
     parser.commands = commands.choices  # {name: its parser}, for "did you mean"
     return parser
 
 # %% ../nbs/08_cli.ipynb #af47a631
-FAILURES = (DataError, CheckpointError, NonFiniteLossError, RunFolderError, ExportError, MissingExtraError, OSError)  # exit status 1, said plainly
+# exit status 1, and said plainly
+FAILURES = (DataError, CheckpointError, NonFiniteLossError, RunFolderError, ExportError, MissingExtraError, OSError)
 MAX_MESSAGE = 1000  # characters of an error message that are printed
 
 def exit_status(error: BaseException) -> int:

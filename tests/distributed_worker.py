@@ -16,7 +16,6 @@ from mlpipe.callbacks import Checkpoint
 from mlpipe.checkpoint import save_checkpoint
 from mlpipe.loaders import get_dls
 from mlpipe.core import get_rank, is_main_process
-from mlpipe.data import get_dls
 from mlpipe.distributed import setup_distributed, teardown_distributed
 from mlpipe.eval import evaluate
 from mlpipe.events import Callback
