@@ -17,8 +17,10 @@ def _refuse_writes(event, args):
     if event == 'open':
         path, mode, flags = args
         writes = any(c in mode for c in 'wax+') if isinstance(mode, str) else bool((flags or 0) & _WRITE_FLAGS)
-        if writes and _inside(path): raise PermissionError(f"rank {os.environ['RANK']} wrote {path}: only rank 0 may write the run folder")
-    elif event in _WRITE_EVENTS and args and any(_inside(a) for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))):
+        if writes and _inside(path):
+            raise PermissionError(f"rank {os.environ['RANK']} wrote {path}: only rank 0 may write the run folder")
+    elif event in _WRITE_EVENTS and args and any(_inside(a) for a in args[:2]
+                                                 if isinstance(a, (str, bytes, os.PathLike))):
         raise PermissionError(f"rank {os.environ['RANK']} changed {args[0]}: only rank 0 may write the run folder")
 
 
