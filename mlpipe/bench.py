@@ -4,9 +4,11 @@
 
 # %% ../nbs/07_bench.ipynb #0c3c9649
 from __future__ import annotations
-import json, os, platform, statistics, time
+import os
+import platform
+import statistics
+import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -26,20 +28,23 @@ from .recipe import DEFAULTS, MODEL_ARGS, test_flips
 
 # %% auto #0
 __all__ = ['RECIPE', 'machine', 'threads', 'fastest_threads', 'bench_data', 'hand_written_fit', 'bench_overhead', 'training_step',
-           'bench_precision', 'blog_recipe', 'mlpipe_recipe', 'seconds_to', 'bench_time_to_accuracy', 'bench_table',
-           'run_bench', 'plot_time_to_accuracy']
+           'bench_precision', 'blog_recipe', 'mlpipe_recipe', 'seconds_to', 'bench_time_to_accuracy']
 
 # %% ../nbs/07_bench.ipynb #e32bfcc3
 def machine() -> dict:
     "What the figures were measured on: CPU, cores, torch version, and the GPU if there is one."
-    info = {'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(), 'threads': torch.get_num_threads(),
-            'torch': torch.__version__, 'python': platform.python_version(), 'native_bf16': cpu_has_bf16()}
+    info = {'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(),
+            'threads': torch.get_num_threads(), 'torch': torch.__version__, 'python': platform.python_version(),
+            'native_bf16': cpu_has_bf16()}
     try:  # the CPU's model name is more telling than its architecture
         for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'): info['cpu'] = line.split(':', 1)[1].strip(); break
+            if line.startswith('model name'):
+                info['cpu'] = line.split(':', 1)[1].strip()
+                break
     except OSError: pass
     if torch.cuda.is_available(): info['gpu'] = torch.cuda.get_device_name()
-    if hasattr(os, 'getloadavg'): info['load_average'] = [round(v, 2) for v in os.getloadavg()]  # other jobs: 1, 5, 15 minutes
+    if hasattr(os, 'getloadavg'):  # other jobs: the load over 1, 5 and 15 minutes
+        info['load_average'] = [round(v, 2) for v in os.getloadavg()]
     return info
 
 @contextmanager
@@ -61,7 +66,9 @@ def fastest_threads(step: Callable, # one unit of work, e.g. a training step; ru
         for n in (choices if i % 2 == 0 else choices[::-1]):  # alternate the order: a drift in load favours neither
             with threads(n):
                 step()  # the first call after a change of threads pays for starting them
-                start = time.perf_counter(); step(); seconds[n].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                step()
+                seconds[n].append(time.perf_counter() - start)
     return min(choices, key=lambda n: statistics.median(seconds[n]))
 
 # %% ../nbs/07_bench.ipynb #5b0fbb75
@@ -88,7 +95,8 @@ def bench_data(dataset: str = 'fashion_mnist_sample', # a dataset name, as for `
     classic = get_dls(loader='torch', num_workers=num_workers, **kw).train
     batches = min(batches or len(memory), len(memory))
     n = batches * batch_size
-    rates = {name: n / statistics.median(_epoch_seconds(dl, epochs, batches)) for name, dl in (('memory', memory), ('dataloader', classic))}
+    loaders = {'memory': memory, 'dataloader': classic}
+    rates = {name: n / statistics.median(_epoch_seconds(dl, epochs, batches)) for name, dl in loaders.items()}
     return {'dataset': dataset, 'batch_size': batch_size, 'num_workers': num_workers,
             'memory_images_per_s': rates['memory'], 'dataloader_images_per_s': rates['dataloader'],
             'data_speedup': rates['memory'] / rates['dataloader']}
@@ -99,7 +107,7 @@ def hand_written_fit(model: nn.Module, # a classifier
                      epochs: int, # passes over the training data
                      lr: float = 4e-3, # the one-cycle schedule's peak
                     ) -> float:
-    "The blog's loop with the `Trainer`'s default optimizer, schedule and validation; returns the last validation accuracy."
+    "The blog's loop with the `Trainer`'s default optimizer, schedule and validation; returns the last valid accuracy."
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(dls.train))
     criterion = nn.CrossEntropyLoss()
@@ -119,7 +127,9 @@ def hand_written_fit(model: nn.Module, # a classifier
         with torch.no_grad():
             for x, y in dls.valid:
                 out = model(x)
-                valid_loss += criterion(out, y).item() * len(y); correct += (out.argmax(1) == y).sum().item(); n += len(y)
+                valid_loss += criterion(out, y).item() * len(y)
+                correct += (out.argmax(1) == y).sum().item()
+                n += len(y)
     return correct / n
 
 def _trainer_fit(model, dls, epochs, lr=4e-3):
@@ -133,7 +143,7 @@ def bench_overhead(model_args: dict, # `create_model`'s arguments, e.g. {'name':
                    pairs: int = 5, # timed pairs after a warm-up pair; the median ratio counts
                    root=None, # where datasets are kept
                   ) -> dict:
-    "The `Trainer`'s CPU time per epoch over the hand-written loop's, same model, data, batch and steps: a median of pairs."
+    "The `Trainer`'s CPU time per epoch over the hand-written loop's (same model, data, steps): a median of pairs."
     dls = get_dls(dataset, root=root, batch_size=batch_size, device='cpu')
     seed_everything(0)
     model = create_model(**model_args, in_channels=dls.channels, num_classes=dls.num_classes)
@@ -142,7 +152,8 @@ def bench_overhead(model_args: dict, # `create_model`'s arguments, e.g. {'name':
         # one model, its initial weights copied back in place: both loops use the same memory for the same weights
         # (two copies of one model at other addresses ran up to 6% apart here, whatever loop trained them)
         model.load_state_dict(initial)
-        start = time.process_time(); fit(model, dls, epochs)
+        start = time.process_time()
+        fit(model, dls, epochs)
         return (time.process_time() - start) / epochs
     fits = {'hand_written': hand_written_fit, 'trainer': _trainer_fit}
     for fit in fits.values(): cpu_seconds(fit)  # warm-up: oneDNN picks its kernels, the allocator fills its caches
@@ -150,14 +161,17 @@ def bench_overhead(model_args: dict, # `create_model`'s arguments, e.g. {'name':
     for i in range(pairs):
         for name in (list(fits) if i % 2 == 0 else list(fits)[::-1]): seconds[name].append(cpu_seconds(fits[name]))
     return {'model': model_args, 'dataset': dataset, 'batch_size': batch_size, 'steps_per_epoch': len(dls.train),
-            'hand_written_s': statistics.median(seconds['hand_written']), 'trainer_s': statistics.median(seconds['trainer']),
+            'hand_written_s': statistics.median(seconds['hand_written']),
+            'trainer_s': statistics.median(seconds['trainer']),
             'trainer_overhead': statistics.median(t / h for h, t in zip(seconds['hand_written'], seconds['trainer']))}
 
 # %% ../nbs/07_bench.ipynb #60a064d0
 def _timer(device: torch.device) -> Callable:
     "Seconds so far: process time on a CPU (other tenants count less), wall time after a sync on a GPU."
     if device.type != 'cuda': return time.process_time
-    def seconds(): torch.cuda.synchronize(device); return time.perf_counter()
+    def seconds():
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
     return seconds
 
 def training_step(model_args: dict, # `create_model`'s arguments for a CNN
@@ -177,7 +191,9 @@ def training_step(model_args: dict, # `create_model`'s arguments for a CNN
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     return step
 
 def bench_precision(model_args: dict, # `create_model`'s arguments for the CNN
@@ -188,8 +204,9 @@ def bench_precision(model_args: dict, # `create_model`'s arguments for the CNN
                    ) -> dict:
     "Training-step speed of a CNN in channels-last fp32 and channels-last bf16 autocast, over fp32 NCHW."
     device = torch.device(device) if device is not None else default_device()
+    layouts = {'fp32': (False, False), 'channels_last': (True, False), 'bf16_channels_last': (True, True)}
     choices = {name: training_step(model_args, batch_size, channels_last, bf16, device)
-               for name, channels_last, bf16 in (('fp32', False, False), ('channels_last', True, False), ('bf16_channels_last', True, True))}
+               for name, (channels_last, bf16) in layouts.items()}
     clock, seconds = _timer(device), {name: [] for name in choices}
     for step in choices.values(): step()  # warm-up: oneDNN and cuDNN pick their kernels
     for i in range(repeats):
@@ -202,12 +219,14 @@ def bench_precision(model_args: dict, # `create_model`'s arguments for the CNN
     return {'device': device.type, 'batch_size': batch_size,
             'native_bf16': torch.cuda.is_bf16_supported() if device.type == 'cuda' else cpu_has_bf16(),
             'fp32_steps_per_s': steps / statistics.median(seconds['fp32']),
-            'channels_last_speedup': speedup('channels_last'), 'bf16_channels_last_speedup': speedup('bf16_channels_last'),
-            'auto': {'precision': resolve_precision('auto', device, model), 'channels_last': resolve_channels_last('auto', model)}}
+            'channels_last_speedup': speedup('channels_last'),
+            'bf16_channels_last_speedup': speedup('bf16_channels_last'),
+            'auto': {'precision': resolve_precision('auto', device, model),
+                     'channels_last': resolve_channels_last('auto', model)}}
 
 # %% ../nbs/07_bench.ipynb #31a5326b
 class _Stopwatch(Callback):
-    "After each epoch, the wall time and the test accuracy (`score()`); stop at the time budget or at the last target."
+    "After each epoch, the wall time and the test accuracy (`score()`); stop at the time budget or the last target."
     def __init__(self, start: float, budget_s: float, targets: tuple, score: Callable):
         self.start, self.budget_s, self.targets, self.score, self.curve = start, budget_s, targets, score, []
     def elapsed(self) -> float: return time.perf_counter() - self.start
@@ -235,7 +254,8 @@ def blog_recipe(dataset: str, # a dataset name, as for `get_dataset`
     trainset, testset = (get_dataset(dataset, root, train=train, transform=transform) for train in (True, False))
     trainloader = DataLoader(trainset, batch_size=batch_size, shuffle=True, num_workers=num_workers)
     testloader = DataLoader(testset, batch_size=batch_size, num_workers=num_workers)
-    model = create_model(**model_args, in_channels=trainset[0][0].shape[0], num_classes=len(trainset.classes)).to(device)
+    channels, classes = trainset[0][0].shape[0], len(trainset.classes)
+    model = create_model(**model_args, in_channels=channels, num_classes=classes).to(device)
     optimizer, criterion = torch.optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss()
     while not curve or (curve[-1]['accuracy'] < max(targets) and curve[-1]['seconds'] <= budget_s):
         model.train()
@@ -249,8 +269,10 @@ def blog_recipe(dataset: str, # a dataset name, as for `get_dataset`
         model.eval()
         correct = 0
         with torch.no_grad():
-            for images, labels in testloader: correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
-        curve.append({'epoch': len(curve) + 1, 'seconds': time.perf_counter() - start, 'accuracy': correct / len(testset)})
+            for images, labels in testloader:
+                correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
+        seconds = time.perf_counter() - start
+        curve.append({'epoch': len(curve) + 1, 'seconds': seconds, 'accuracy': correct / len(testset)})
     return curve
 
 def mlpipe_recipe(dataset: str, # a dataset name, as for `get_dls`
@@ -259,13 +281,15 @@ def mlpipe_recipe(dataset: str, # a dataset name, as for `get_dls`
                   targets: tuple = (0.91, 0.93), # stop once the test accuracy reaches the last of these
                   root=None, # where datasets are kept
                  ) -> list[dict]:
-    "mlpipe's recipe through the `Trainer`, scored on the test split after each epoch, as [{'epoch', 'seconds', 'accuracy'}]."
+    "mlpipe's recipe through the `Trainer`, scored on the test split each epoch: [{'epoch', 'seconds', 'accuracy'}]."
     start = time.perf_counter()
     seed_everything(recipe['seed'])
-    dls = get_dls(dataset, root=root, batch_size=recipe['batch_size'], valid_pct=recipe['valid_pct'], seed=recipe['seed'],
-                  augment=recipe['augment'])
-    model = create_model(recipe['model'], **recipe['model_args'], in_channels=dls.channels, num_classes=dls.num_classes)
-    tta = test_flips({**recipe, 'dataset': dataset})  # as `mlpipe train` scores: flips only for a model trained with them
+    dls = get_dls(dataset, root=root, batch_size=recipe['batch_size'], valid_pct=recipe['valid_pct'],
+                  seed=recipe['seed'], augment=recipe['augment'])
+    model = create_model(recipe['model'], **recipe['model_args'], in_channels=dls.channels,
+                         num_classes=dls.num_classes)
+    # as `mlpipe train` scores: test-time flips only for a model trained with them
+    tta = test_flips({**recipe, 'dataset': dataset})
     stopwatch = _Stopwatch(start, budget_s, targets, lambda: evaluate(model, dls.test, tta=tta).metrics['accuracy'])
     # the test split's score takes the place of the validation pass `mlpipe train` makes after each epoch
     loss_func = nn.CrossEntropyLoss(label_smoothing=recipe['label_smoothing'])
@@ -286,14 +310,16 @@ def bench_time_to_accuracy(recipe: dict, # mlpipe's recipe, as `RECIPE`
                            baseline_budget_s: float = 360, # wall-time budget of the blog's run
                            targets: tuple = (0.91, 0.93), # test accuracies to time
                            root=None, # where datasets are kept
-                           total_s: float | None = None, # both runs together stop within this; the blog's gets what is left
+                           total_s: float | None = None, # both runs stop within this; the blog's gets what is left
                           ) -> dict:
     "Seconds to each target test accuracy for mlpipe's recipe and the blog's, on the same model, with their curves."
     get_dataset(dataset, root, train=False)  # unpack the files once, outside both clocks
     start = time.perf_counter()
     curves = {'mlpipe': mlpipe_recipe(dataset, recipe, budget_s, targets, root)}
-    if total_s is not None: baseline_budget_s = max(0, min(baseline_budget_s, total_s - (time.perf_counter() - start)))
-    curves['blog'] = blog_recipe(dataset, {'name': recipe['model'], **recipe['model_args']}, baseline_budget_s, targets, root)
+    if total_s is not None:
+        baseline_budget_s = max(0, min(baseline_budget_s, total_s - (time.perf_counter() - start)))
+    cnn = {'name': recipe['model'], **recipe['model_args']}
+    curves['blog'] = blog_recipe(dataset, cnn, baseline_budget_s, targets, root)
     out = {'dataset': dataset, 'budget_s': budget_s, 'baseline_budget_s': baseline_budget_s, 'curves': curves}
     for target in targets:
         out[f'seconds_to_{round(target * 100)}'] = seconds_to(curves['mlpipe'], target)
@@ -302,111 +328,5 @@ def bench_time_to_accuracy(recipe: dict, # mlpipe's recipe, as `RECIPE`
 
 # %% ../nbs/07_bench.ipynb #0c49289e
 _FULL_EPOCHS = 5  # the recipe's epochs on the full Fashion-MNIST: what fits in five minutes on two CPU cores (above)
-RECIPE = {**DEFAULTS, 'model_args': MODEL_ARGS.get(DEFAULTS['model'], {}), 'dataset': 'fashion_mnist', 'epochs': _FULL_EPOCHS}
-
-# %% ../nbs/07_bench.ipynb #820d3742
-_GOALS = {'data_speedup': ('>=', 10), 'trainer_overhead': ('<=', 1.02), 'seconds_to_93': ('<=', 300), 'speedup_to_91': ('>=', 3)}
-
-def _met(key: str, value) -> str:
-    "'met', 'not met', or '' where the figure has no goal or was not measured."
-    if key not in _GOALS or value is None: return ''
-    op, goal = _GOALS[key]
-    return 'met' if (value >= goal if op == '>=' else value <= goal) else 'NOT met'
-
-def _seconds(value, budget) -> str:
-    return f"{value:.0f} s" if value is not None else f"> {budget:.0f} s (not reached)"
-
-def bench_table(r: dict, # the figures `run_bench` returns
-               ) -> str:
-    "The figures of a bench run as a text table, beside their goals."
-    m, speedup = r['machine'], r.get('speedup_to_91')
-    speedup_met = _met('speedup_to_91', speedup)
-    if r['baseline_seconds_to_91'] is None and speedup_met == 'NOT met': speedup_met = 'unknown: a lower bound'
-    rows = [('figure', 'measured', 'goal', ''),
-            ('data: in-memory loader / DataLoader (2 workers), images/s', f"{r['data_speedup']:.1f}x", '>= 10x', _met('data_speedup', r['data_speedup'])),
-            ('overhead: Trainer / hand-written loop, CPU time per epoch', f"{r['trainer_overhead']:.3f}", '<= 1.02', _met('trainer_overhead', r['trainer_overhead'])),
-            (f"precision: channels-last + bf16 / fp32 NCHW ({'native' if r['precision']['native_bf16'] else 'emulated'} bf16)",
-             f"{r['bf16_channels_last_speedup']:.2f}x", '2.9x where bf16 is native', ''),
-            ("precision: channels-last fp32 / fp32 NCHW", f"{r['channels_last_speedup']:.2f}x", '', f"auto picks {r['precision']['auto']['precision']}"),
-            ('time to 91% test accuracy: mlpipe', _seconds(r['seconds_to_91'], r['budget_s']), '', ''),
-            ('time to 91% test accuracy: the blog', _seconds(r['baseline_seconds_to_91'], r['baseline_budget_s']), '', ''),
-            ('time to 91%: the blog / mlpipe', '' if speedup is None else f"{'>= ' if r['baseline_seconds_to_91'] is None else ''}{speedup:.1f}x",
-             '>= 3x', speedup_met),
-            ('time to 93% test accuracy: mlpipe', _seconds(r['seconds_to_93'], r['budget_s']), '<= 300 s', _met('seconds_to_93', r['seconds_to_93'])),
-            ('time to 93% test accuracy: the blog', _seconds(r['baseline_seconds_to_93'], r['baseline_budget_s']), '', '')]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ['  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    load = f", load average {m['load_average'][2]:.1f} over the last 15 minutes" if 'load_average' in m else ''
-    head = (f"mlpipe bench on {m['cpu']} ({m['cores']} cores, {m['threads']} thread{'s' * (m['threads'] > 1)} used"
-            f"{', ' + m['gpu'] if 'gpu' in m else ''}), torch {m['torch']}, {r['seconds']:.0f} s in all{load}")
-    return '\n'.join([head, lines[0], '-' * len(lines[0]), *lines[1:]])
-
-def _settings(quick: bool) -> dict:
-    "What each part measures: the full bench, or seconds of each on the sample."
-    if quick: return {'data': {'epochs': 1, 'batches': 4}, 'overhead': {'model_args': {'name': 'mlp', 'hidden': [32]}, 'pairs': 1},
-                      'precision': {'batch_size': 16, 'steps': 1, 'repeats': 1},
-                      'time': {'dataset': 'fashion_mnist_sample', 'budget_s': 6, 'baseline_budget_s': 6}}
-    cnn, batch = {'name': RECIPE['model'], **RECIPE['model_args']}, RECIPE['batch_size']
-    return {'data': {'epochs': 3, 'batch_size': batch}, 'overhead': {'model_args': cnn, 'pairs': 4, 'batch_size': batch},
-            'precision': {'batch_size': batch}, 'time': {'dataset': RECIPE['dataset'], 'budget_s': 300, 'baseline_budget_s': 360}}
-
-_LIMIT_S = 14 * 60  # the full bench ends within this (plus the epoch or evaluation under way): the blog's run gets what is left
-
-def run_bench(quick: bool = False, # a smoke run of seconds on the bundled sample, instead of the full run of at most 14 minutes
-              json_path: str | Path | None = None, # also write the figures here as JSON
-              data_dir: str | Path | None = None, # where datasets are kept
-              log: Callable | None = print, # where progress and the table go; None for silence
-             ) -> dict:
-    "Measure the data, overhead, precision and time-to-accuracy figures here; print the table; return them."
-    if json_path is not None and not Path(json_path).parent.is_dir():  # found out now, not after 14 minutes
-        raise ValueError(f"Cannot write the figures to {json_path}: the folder {Path(json_path).parent} does not exist.")
-    start, settings, cnn = time.perf_counter(), _settings(quick), {'name': RECIPE['model'], **RECIPE['model_args']}
-    get_dataset(settings['time']['dataset'], data_dir, train=False)  # a missing dataset fails now, and unpacks once
-    def say(message: str):
-        if log is not None: log(f"[{time.perf_counter() - start:4.0f} s] {message}")
-    say('choosing the number of threads...')
-    # a training step of the recipe's CNN is the work most figures are made of; a GPU machine keeps its default
-    n = torch.get_num_threads() if torch.cuda.is_available() else fastest_threads(training_step(cnn, 64), 1 if quick else 3)
-    with threads(n):
-        say(f'{n} thread(s); data...')
-        data = bench_data(root=data_dir, **settings['data'])
-        say(f"data: {data['data_speedup']:.1f}x; overhead...")
-        overhead = bench_overhead(root=data_dir, **settings['overhead'])
-        say(f"overhead: {overhead['trainer_overhead']:.3f}; precision...")
-        precision = bench_precision(cnn, **settings['precision'])
-        left = None if quick else _LIMIT_S - (time.perf_counter() - start)  # what the two recipes may take together
-        at_most = settings['time']['budget_s'] + settings['time']['baseline_budget_s']
-        say(f"precision: done; time to accuracy (at most {at_most if quick else min(at_most, left):.0f} s)...")
-        timed = bench_time_to_accuracy(RECIPE, root=data_dir, total_s=left, **settings['time'])
-        info = machine()
-    b91, s91 = timed['baseline_seconds_to_91'], timed['seconds_to_91']
-    # the blog's recipe not reaching 91% makes its budget a lower bound, and the ratio one too
-    speedup = None if s91 is None else (b91 if b91 is not None else timed['baseline_budget_s']) / s91
-    results = {'data_speedup': data['data_speedup'], 'trainer_overhead': overhead['trainer_overhead'],
-               'bf16_channels_last_speedup': precision['bf16_channels_last_speedup'],
-               'channels_last_speedup': precision['channels_last_speedup'],
-               **{k: v for k, v in timed.items() if k.startswith(('seconds_to', 'baseline_seconds_to'))},
-               'speedup_to_91': speedup, 'budget_s': timed['budget_s'], 'baseline_budget_s': timed['baseline_budget_s'],
-               'machine': info, 'quick': quick, 'seconds': time.perf_counter() - start,
-               'recipe': {k: RECIPE[k] for k in ('model', 'model_args', 'epochs', 'batch_size', 'lr', 'label_smoothing', 'augment',
-                                                 'tta', 'precision')},
-               'data': data, 'overhead': overhead, 'precision': precision, 'curves': timed['curves']}
-    if log is not None: log(bench_table(results))
-    if json_path is not None: Path(json_path).write_text(json.dumps(results, indent=2))
-    return results
-
-# %% ../nbs/07_bench.ipynb #d0e82abd
-def plot_time_to_accuracy(results: dict, # from `run_bench` (or its JSON)
-                          targets: tuple = (0.91, 0.93), # the accuracies to draw lines at
-                          figsize: tuple = (7, 4), # matplotlib's figure size
-                         ):
-    "Test accuracy against wall time for the blog's recipe and mlpipe's, with the targets; returns the figure."
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=figsize)
-    for name, label in (('blog', "the blog's recipe"), ('mlpipe', "mlpipe's default recipe")):
-        curve = results['curves'][name]
-        ax.plot([p['seconds'] for p in curve], [100 * p['accuracy'] for p in curve], 'o-', label=label)
-    for t in targets: ax.axhline(100 * t, color='grey', linestyle=':', linewidth=1)
-    ax.set(xlabel='wall time (s)', ylabel='test accuracy (%)', title=f"Fashion-MNIST on {results['machine']['cpu']}")
-    ax.legend()
-    return fig
+RECIPE = {**DEFAULTS, 'model_args': MODEL_ARGS.get(DEFAULTS['model'], {}), 'dataset': 'fashion_mnist',
+          'epochs': _FULL_EPOCHS}

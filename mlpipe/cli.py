@@ -19,7 +19,7 @@ from .recipe import SETTINGS, add_flags, check_config, given_settings
 from .pipeline import EVAL_KEYS, evaluate_run, predict_files, prediction_line, train
 from .predict import MissingExtraError
 from .export import EXPORT_FORMATS, ExportError, ExportUsageError, export_lines, export_model
-from .bench import run_bench
+from .bench_run import run_bench
 
 # %% auto #0
 __all__ = ['TRAIN_FLAGS', 'FAILURES', 'MAX_MESSAGE', 'build_parser', 'exit_status', 'error_lines', 'main']
