@@ -228,7 +228,8 @@ def _sync_loss(self: Trainer):
         raise NonFiniteLossError(
             f"The training loss became {done[i].item()} at epoch {self.epoch + 1}, batch {i + 1}, step "
             f"{self.epoch * self.steps_per_epoch + i // self.accumulate + 1}; training stopped and no checkpoint was "
-            "written after it. Lower the learning rate, clip the gradients (grad_clip=1.0) or check the data.")
+            "written after it. Lower the learning rate or check the data; in Python, Trainer(grad_clip=1.0) "
+            "also bounds each step.")
     self.train_loss = total / max(self.batch, 1)
 
 # %% ../nbs/02_train.ipynb #7309d5cd
