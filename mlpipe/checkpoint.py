@@ -4,7 +4,7 @@
 
 # %% ../nbs/01d_checkpoint.ipynb #fffaeca6
 from __future__ import annotations
-import errno, os, shutil, tempfile
+import errno, os, re, shutil, tempfile
 from pathlib import Path
 
 import torch
@@ -61,7 +61,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     if not path.is_file(): raise CheckpointError(f"No checkpoint at {path}: no such file.")
     try: state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # RuntimeError for a broken zip, UnpicklingError for foreign pickles, EOFError...
-        first_line = (str(e).splitlines() or [''])[0]
+        first_line = re.sub(r'\x1b\[[0-9;]*m', '', (str(e).splitlines() or [''])[0])  # torch's bold text: not here
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {first_line}); "
                               "it may be truncated, or not a checkpoint at all.") from None
     if not isinstance(state, dict) or 'mlpipe_version' not in state or not isinstance(state.get('model'), dict):
