@@ -88,8 +88,9 @@ def _requirements(key: str) -> set[str]:
 DISTRIBUTION = {'PIL': 'pillow', 'yaml': 'pyyaml', 'IPython': 'ipykernel', 'sklearn': 'scikit-learn'}
 
 
-def _imported(sources) -> set[str]:
-    "The third-party distributions the code in `sources` imports (standard library and mlpipe left out)."
+def _imported(sources, inside_functions: bool | None = None) -> set[str]:
+    """The third-party distributions `sources` import (standard library and mlpipe left out): all of them, or only
+    those imported when a function runs (True) or when the module loads (False)."""
     import ast
     names = set()
     for source in sources:
@@ -98,8 +99,11 @@ def _imported(sources) -> set[str]:
         guarded = [t for t in ast.walk(tree) if isinstance(t, ast.Try)
                    and any('ImportError' in ast.unparse(h.type) for h in t.handlers if h.type)]
         optional = {id(n) for t in guarded for b in t.body for n in ast.walk(b)}
+        functions = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        lazy = {id(n) for f in functions for n in ast.walk(f)}
         for node in ast.walk(tree):
             if id(node) in optional: continue  # `try: import x / except ImportError`: an optional dependency
+            if inside_functions is not None and (id(node) in lazy) != inside_functions: continue
             if isinstance(node, ast.Import): names |= {a.name.split('.')[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.add(node.module.split('.')[0])
@@ -115,9 +119,16 @@ def test_the_notebook_extra_runs_every_notebook():
 
 
 def test_the_runtime_requirements_are_what_the_package_imports():
-    "The library's own imports are in `requirements`; nothing there that the library never imports."
-    imported = _imported(p.read_text() for p in (ROOT/'mlpipe').glob('*.py'))
-    required = _requirements('requirements')
-    assert imported <= required, f'mlpipe imports {sorted(imported - required)}: add them to requirements'
-    unused = required - imported
+    """What the library imports as it loads is in `requirements`; what a function imports when it is called (the
+    export formats, nbdev for show_doc) is in an extra; `requirements` lists nothing the library never imports."""
+    from configparser import ConfigParser
+    sources = [p.read_text() for p in (ROOT/'mlpipe').glob('*.py')]
+    required, eager = _requirements('requirements'), _imported(sources, inside_functions=False)
+    assert eager <= required, f'mlpipe imports {sorted(eager - required)} as it loads: add them to requirements'
+    cfg = ConfigParser(delimiters=['='])
+    cfg.read(ROOT/'settings.ini', encoding='utf-8')
+    extras = set().union(*(_requirements(k) for k in cfg['DEFAULT'] if k.endswith('_requirements')))
+    lazy = _imported(sources, inside_functions=True)
+    assert lazy <= required | extras, f'mlpipe functions import {sorted(lazy - required - extras)}: add them to an extra'
+    unused = required - _imported(sources)
     assert not unused, f'requirements lists {sorted(unused)}, which mlpipe never imports: move them to an extra'
