@@ -23,12 +23,13 @@ from .eval import evaluate
 from .events import Callback
 from .model import create_model
 from .numerics import cpu_has_bf16, resolve_channels_last, resolve_precision, seed_everything
-from .train import Loaders, Trainer
-from .recipe import DEFAULTS, MODEL_ARGS, test_flips
+from .train import SYNC_EVERY, Loaders, Trainer
+from .recipe import DEFAULTS, MODEL_ARGS, model_for, test_flips
 
 # %% auto #0
-__all__ = ['RECIPE', 'machine', 'threads', 'fastest_threads', 'bench_data', 'hand_written_fit', 'bench_overhead', 'training_step',
-           'bench_precision', 'blog_recipe', 'mlpipe_recipe', 'seconds_to', 'bench_time_to_accuracy']
+__all__ = ['REFERENCE', 'RECIPE', 'FRONTIER', 'SAMPLE_REFERENCE', 'machine', 'threads', 'fastest_threads', 'bench_data',
+           'hand_written_fit', 'bench_overhead', 'wall_clock', 'training_step', 'bench_precision', 'blog_recipe',
+           'mlpipe_recipe', 'seconds_to', 'curve_figures', 'main_job']
 
 # %% ../nbs/07_bench.ipynb #e32bfcc3
 def machine() -> dict:
@@ -174,12 +175,18 @@ def _timer(device: torch.device) -> Callable:
         return time.perf_counter()
     return seconds
 
+def wall_clock(device: torch.device, # where the work runs
+              ) -> Callable:
+    "Seconds of wall time so far; on a GPU once its queued work is done."
+    return _timer(device) if device.type == 'cuda' else time.perf_counter
+
 def training_step(model_args: dict, # `create_model`'s arguments for a CNN
                   batch_size: int = 256, # samples per step
                   channels_last: bool = False, # the channels-last memory layout for the model and its input
                   bf16: bool = False, # the forward pass under bf16 autocast
                   device: str | torch.device = 'cpu', # where the step runs
                   image_size: tuple = (1, 28, 28), # channels, height and width of the (random) inputs
+                  compiler: str | None = None, # a `torch.compile` backend for the model ('inductor'); None: eager
                  ) -> Callable:
     "A function that runs one training step (forward, loss, backward, AdamW step) of a fresh model on a fixed batch."
     device, fmt = torch.device(device), torch.channels_last if channels_last else torch.contiguous_format
@@ -188,9 +195,10 @@ def training_step(model_args: dict, # `create_model`'s arguments for a CNN
     x = torch.randn(batch_size, *image_size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch_size,), device=device)
     optimizer = torch.optim.AdamW(model.parameters())
+    forward = torch.compile(model, backend=compiler) if compiler else model  # compiled on its first call
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = nn.functional.cross_entropy(model(x), y)
+            loss = nn.functional.cross_entropy(forward(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -226,107 +234,118 @@ def bench_precision(model_args: dict, # `create_model`'s arguments for the CNN
 
 # %% ../nbs/07_bench.ipynb #31a5326b
 class _Stopwatch(Callback):
-    "After each epoch, the wall time and the test accuracy (`score()`); stop at the time budget or the last target."
-    def __init__(self, start: float, budget_s: float, targets: tuple, score: Callable):
-        self.start, self.budget_s, self.targets, self.score, self.curve = start, budget_s, targets, score, []
-    def elapsed(self) -> float: return time.perf_counter() - self.start
+    "Training time only: the clock pauses while `score()` measures the test split after each epoch."
+    def __init__(self, budget_s: float, stop_at: float | None, score: Callable, device: torch.device):
+        self.budget_s, self.stop_at, self.score, self.curve = budget_s, stop_at, score, []
+        self.clock, self.trained_s, self.since = wall_clock(device), 0.0, None
+        self.every = SYNC_EVERY if device.type == 'cuda' else 1  # reading a GPU's clock waits for its queued work
+    def elapsed(self) -> float: return self.trained_s + (self.clock() - self.since if self.since is not None else 0)
+    def start(self): self.since = self.clock()
+    def pause(self): self.trained_s, self.since = self.elapsed(), None
+    def before_fit(self, trainer): self.start()
     def after_batch(self, trainer):
-        if self.elapsed() > self.budget_s: trainer.stop()
+        if trainer.batch % self.every == 0 and self.elapsed() > self.budget_s: trainer.stop()
     def after_epoch(self, trainer):
+        self.pause()
+        if self.trained_s > self.budget_s: return trainer.stop()  # an epoch that ends past the budget is not scored
         accuracy = self.score()
-        self.curve.append({'epoch': trainer.epoch, 'seconds': self.elapsed(), 'accuracy': accuracy})
-        if accuracy >= max(self.targets) or self.elapsed() > self.budget_s: trainer.stop()
+        self.curve.append({'epoch': trainer.epoch, 'seconds': self.trained_s, 'accuracy': accuracy})
+        if self.stop_at is not None and accuracy >= self.stop_at: trainer.stop()
+        self.start()
 
 def blog_recipe(dataset: str, # a dataset name, as for `get_dataset`
                 model_args: dict, # `create_model`'s arguments
-                budget_s: float, # stop after this many seconds of wall time
-                targets: tuple = (0.91, 0.93), # stop once the test accuracy reaches the last of these
+                budget_s: float, # stop after this many seconds of training
+                stop_at: float | None = 0.91, # stop once the test accuracy reaches this; None: at `max_epochs`
+                max_epochs: int = 12, # stop after this many epochs
                 root=None, # where datasets are kept
+                device: str | torch.device = 'cpu', # where it trains
                 batch_size: int = 64, # the blog's batch size
                 num_workers: int = 2, # the blog's DataLoader workers
-                device: str | torch.device | None = None, # default `default_device()`
                ) -> list[dict]:
-    "The blog's recipe: test accuracy and wall time after each epoch, as [{'epoch', 'seconds', 'accuracy'}]."
-    start, curve = time.perf_counter(), []
-    device = torch.device(device) if device is not None else default_device()
+    "The blog's recipe: test accuracy and training time after each epoch, as [{'epoch', 'seconds', 'accuracy'}]."
+    device = torch.device(device)
     seed_everything(0)
     transform = T.Compose([T.ToTensor(), T.Normalize((0.5,), (0.5,))])
     trainset, testset = (get_dataset(dataset, root, train=train, transform=transform) for train in (True, False))
-    trainloader = DataLoader(trainset, batch_size=batch_size, shuffle=True, num_workers=num_workers)
-    testloader = DataLoader(testset, batch_size=batch_size, num_workers=num_workers)
+    pin = device.type == 'cuda'  # page-locked batches copy to the GPU while the next step runs
+    trainloader = DataLoader(trainset, batch_size=batch_size, shuffle=True, num_workers=num_workers, pin_memory=pin)
+    testloader = DataLoader(testset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin)
     channels, classes = trainset[0][0].shape[0], len(trainset.classes)
     model = create_model(**model_args, in_channels=channels, num_classes=classes).to(device)
     optimizer, criterion = torch.optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss()
-    while not curve or (curve[-1]['accuracy'] < max(targets) and curve[-1]['seconds'] <= budget_s):
-        model.train()
-        for images, labels in trainloader:
-            images, labels = images.to(device), labels.to(device)
-            optimizer.zero_grad()
-            loss = criterion(model(images), labels)
-            loss.backward()
-            optimizer.step()
-            if time.perf_counter() - start > budget_s: return curve
+    def score():
         model.eval()
-        correct = 0
         with torch.no_grad():
-            for images, labels in testloader:
-                correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
-        seconds = time.perf_counter() - start
-        curve.append({'epoch': len(curve) + 1, 'seconds': seconds, 'accuracy': correct / len(testset)})
-    return curve
+            correct = sum((model(x.to(device, non_blocking=pin)).argmax(1).cpu() == y).sum().item() for x, y in testloader)
+        return correct / len(testset)
+    watch, loop = _Stopwatch(budget_s, stop_at, score, device), _Loop()
+    watch.start()
+    while loop.epoch < max_epochs and not loop.stopped:
+        model.train()
+        for loop.batch, (images, labels) in enumerate(trainloader, 1):
+            images, labels = images.to(device, non_blocking=pin), labels.to(device, non_blocking=pin)
+            optimizer.zero_grad()
+            criterion(model(images), labels).backward()
+            optimizer.step()
+            watch.after_batch(loop)
+            if loop.stopped: return watch.curve  # an epoch cut short is not scored
+        loop.epoch += 1
+        watch.after_epoch(loop)
+    return watch.curve
 
-def mlpipe_recipe(dataset: str, # a dataset name, as for `get_dls`
-                  recipe: dict, # settings as in `RECIPE`
-                  budget_s: float, # stop after this many seconds of wall time
-                  targets: tuple = (0.91, 0.93), # stop once the test accuracy reaches the last of these
+class _Loop:
+    "What `_Stopwatch` needs of a `Trainer`, for the blog's own loop: the epoch, the batch and a way to stop."
+    epoch, batch, stopped = 0, 0, False
+    def stop(self): self.stopped = True
+
+def mlpipe_recipe(recipe: dict, # settings as in `RECIPE`: any keys of `DEFAULTS`, 'dataset' and 'model_args' included
+                  budget_s: float, # stop after this many seconds of training
+                  stop_at: float | None = None, # stop once the test accuracy reaches this; None: after every epoch
                   root=None, # where datasets are kept
+                  device: str | torch.device = 'cpu', # where it trains
+                  options: dict | None = None, # the `Trainer`'s speed options, e.g. {'compile': True}, where measured
                  ) -> list[dict]:
     "mlpipe's recipe through the `Trainer`, scored on the test split each epoch: [{'epoch', 'seconds', 'accuracy'}]."
-    start = time.perf_counter()
+    recipe, device = {**DEFAULTS, **recipe}, torch.device(device)
+    recipe['model_args'] = recipe['model_args'] or MODEL_ARGS.get(recipe['model'], {})
     seed_everything(recipe['seed'])
-    dls = get_dls(dataset, root=root, batch_size=recipe['batch_size'], valid_pct=recipe['valid_pct'],
-                  seed=recipe['seed'], augment=recipe['augment'])
-    model = create_model(recipe['model'], **recipe['model_args'], in_channels=dls.channels,
-                         num_classes=dls.num_classes)
-    # as `mlpipe train` scores: test-time flips only for a model trained with them
-    tta = test_flips({**recipe, 'dataset': dataset})
-    stopwatch = _Stopwatch(start, budget_s, targets, lambda: evaluate(model, dls.test, tta=tta).metrics['accuracy'])
+    dls = get_dls(recipe['dataset'], root=root, batch_size=recipe['batch_size'], valid_pct=recipe['valid_pct'],
+                  seed=recipe['seed'], loader=recipe['loader'], augment=recipe['augment'], device=device)
+    model = model_for(recipe, dls)
+    tta = test_flips(recipe)  # as `mlpipe train` scores: test-time flips only for a model trained with them
     # the test split's score takes the place of the validation pass `mlpipe train` makes after each epoch
+    watch = _Stopwatch(budget_s, stop_at, lambda: evaluate(model, dls.test, tta=tta).metrics['accuracy'], device)
     loss_func = nn.CrossEntropyLoss(label_smoothing=recipe['label_smoothing'])
     Trainer(model, Loaders(dls.train), loss_func=loss_func, lr=recipe['lr'], precision=recipe['precision'],
-            callbacks=[stopwatch], progress=False).fit(recipe['epochs'])
-    return stopwatch.curve
+            device=device, callbacks=[watch], progress=False, **(options or {})).fit(recipe['epochs'])
+    return watch.curve
 
 # %% ../nbs/07_bench.ipynb #fa5aa956
 def seconds_to(curve: list[dict], # from `blog_recipe` or `mlpipe_recipe`
                target: float, # a test accuracy, e.g. 0.91
               ) -> float | None:
-    "The wall time of the first epoch whose test accuracy reached `target`, or None if none did."
+    "The training time of the first epoch whose test accuracy reached `target`, or None if none did."
     return next((point['seconds'] for point in curve if point['accuracy'] >= target), None)
 
-def bench_time_to_accuracy(recipe: dict, # mlpipe's recipe, as `RECIPE`
-                           dataset: str = 'fashion_mnist', # a dataset name
-                           budget_s: float = 300, # wall-time budget of mlpipe's run
-                           baseline_budget_s: float = 360, # wall-time budget of the blog's run
-                           targets: tuple = (0.91, 0.93), # test accuracies to time
-                           root=None, # where datasets are kept
-                           total_s: float | None = None, # both runs stop within this; the blog's gets what is left
-                          ) -> dict:
-    "Seconds to each target test accuracy for mlpipe's recipe and the blog's, on the same model, with their curves."
-    get_dataset(dataset, root, train=False)  # unpack the files once, outside both clocks
-    start = time.perf_counter()
-    curves = {'mlpipe': mlpipe_recipe(dataset, recipe, budget_s, targets, root)}
-    if total_s is not None:
-        baseline_budget_s = max(0, min(baseline_budget_s, total_s - (time.perf_counter() - start)))
-    cnn = {'name': recipe['model'], **recipe['model_args']}
-    curves['blog'] = blog_recipe(dataset, cnn, baseline_budget_s, targets, root)
-    out = {'dataset': dataset, 'budget_s': budget_s, 'baseline_budget_s': baseline_budget_s, 'curves': curves}
-    for target in targets:
-        out[f'seconds_to_{round(target * 100)}'] = seconds_to(curves['mlpipe'], target)
-        out[f'baseline_seconds_to_{round(target * 100)}'] = seconds_to(curves['blog'], target)
-    return out
+def curve_figures(curve: list[dict], # from `blog_recipe` or `mlpipe_recipe`
+                  targets: tuple = (0.91, 0.93, 0.94), # test accuracies to time
+                 ) -> dict:
+    "A run's figures: its best and last test accuracy, its epochs and training time, and the time to each target."
+    last = curve[-1] if curve else {'accuracy': None, 'seconds': None}
+    return {'accuracy': max((p['accuracy'] for p in curve), default=None), 'final_accuracy': last['accuracy'],
+            'epochs': len(curve), 'seconds': last['seconds'],
+            **{f"seconds_to_{round(t * 100)}": seconds_to(curve, t) for t in targets}}
 
 # %% ../nbs/07_bench.ipynb #0c49289e
-_FULL_EPOCHS = 5  # the recipe's epochs on the full Fashion-MNIST: what fits in five minutes on two CPU cores (above)
-RECIPE = {**DEFAULTS, 'model_args': MODEL_ARGS.get(DEFAULTS['model'], {}), 'dataset': 'fashion_mnist',
-          'epochs': _FULL_EPOCHS}
+# v0.1's recipe on the full Fashion-MNIST, frozen: the yardstick of every ratio, whatever the defaults become
+REFERENCE = {'model': 'cnn', 'model_args': {'widths': [8, 32, 64, 128]}, 'dataset': 'fashion_mnist', 'epochs': 5,
+             'batch_size': 128, 'lr': 4e-3, 'label_smoothing': 0.1, 'augment': True, 'tta': True, 'precision': 'auto',
+             'seed': 42, 'valid_pct': 0.1}
+RECIPE = dict(REFERENCE)  # the fast recipe for the full data: to reach 93% in half REFERENCE's time
+FRONTIER = {**RECIPE, 'epochs': 10}  # the 94% recipe: within twice REFERENCE's five epochs
+SAMPLE_REFERENCE = {**REFERENCE, 'dataset': 'fashion_mnist_sample', 'epochs': 10}  # v0.1's `mlpipe train`, frozen
+
+def main_job() -> dict:
+    "What `mlpipe train` runs with no arguments today: `DEFAULTS`, with the model's `MODEL_ARGS`."
+    return {**DEFAULTS, 'model_args': DEFAULTS['model_args'] or MODEL_ARGS.get(DEFAULTS['model'], {})}

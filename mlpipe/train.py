@@ -101,6 +101,8 @@ class Trainer:
         _check_model_fits_data(model, dls)
         self.dls, self.schedule, self.grad_clip, self.config = dls, schedule, grad_clip, dict(config or {})
         self.device = torch.device(device) if device is not None else default_device()
+        # on a GPU, cuDNN times its algorithms for each new shape once and keeps the fastest: a loop's shapes repeat
+        if self.device.type == 'cuda': torch.backends.cudnn.benchmark = True
         self.precision = resolve_precision(precision, self.device, model)
         self.channels_last = resolve_channels_last(channels_last, model)
         self.world_size, self.rank = get_world_size(), get_rank()
