@@ -27,9 +27,9 @@ from .train import SYNC_EVERY, Loaders, Trainer
 from .recipe import DEFAULTS, MODEL_ARGS, model_for, test_flips
 
 # %% auto #0
-__all__ = ['REFERENCE', 'RECIPE', 'FRONTIER', 'SAMPLE_REFERENCE', 'machine', 'threads', 'fastest_threads', 'bench_data',
-           'hand_written_fit', 'bench_overhead', 'wall_clock', 'training_step', 'bench_precision', 'blog_recipe',
-           'mlpipe_recipe', 'seconds_to', 'curve_figures', 'main_job']
+__all__ = ['APPLIED', 'UNTIMED', 'REFERENCE', 'RECIPE', 'FRONTIER', 'SAMPLE_REFERENCE', 'machine', 'threads', 'fastest_threads',
+           'bench_data', 'hand_written_fit', 'bench_overhead', 'wall_clock', 'training_step', 'bench_precision',
+           'blog_recipe', 'mlpipe_recipe', 'seconds_to', 'curve_figures', 'main_job']
 
 # %% ../nbs/07_bench.ipynb #e32bfcc3
 def machine() -> dict:
@@ -298,6 +298,10 @@ class _Loop:
     "What `_Stopwatch` needs of a `Trainer`, for the blog's own loop: the epoch, the batch and a way to stop."
     epoch, batch, stopped = 0, 0, False
     def stop(self): self.stopped = True
+
+APPLIED = ('dataset', 'model', 'model_args', 'epochs', 'batch_size', 'lr', 'label_smoothing', 'seed', 'valid_pct',
+           'loader', 'augment', 'tta', 'precision')  # the settings `mlpipe_recipe` puts to use; a new one needs wiring
+UNTIMED = ('data_dir', 'device', 'checkpoint_every', 'sync_batchnorm', 'out')  # where a run is and saves: no figure
 
 def mlpipe_recipe(recipe: dict, # settings as in `RECIPE`: any keys of `DEFAULTS`, 'dataset' and 'model_args' included
                   budget_s: float, # stop after this many seconds of training

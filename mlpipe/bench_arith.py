@@ -48,7 +48,7 @@ def matmul_flops(dtype: torch.dtype = torch.float32, # the matrices' dtype
     "FLOP/s of one large matrix product in `dtype` on `device`: what the hardware reaches on the easiest work."
     device = torch.device(device)
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    return 2 * n**3 * _rate(lambda: a @ b, device, 2, repeats)
+    return 2 * n**3 * _rate(lambda: a @ b, device, 10 if device.type == 'cuda' else 2, repeats)  # a GPU's are ms
 
 # %% ../nbs/07a_bench_arith.ipynb #ffb3ad5c
 def bench_arithmetic(model_args: dict, # `create_model`'s arguments for the recipe's CNN
