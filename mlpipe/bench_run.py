@@ -21,7 +21,7 @@ from .bench import (
 from .bench_arith import bench_arithmetic, bench_tries
 
 # %% auto #0
-__all__ = ['NOTE', 'CIFAR10_RECIPE', 'AIRBENCH_94_S', 'bench_table', 'run_bench', 'plot_time_to_accuracy']
+__all__ = ['CIFAR10_RECIPE', 'AIRBENCH_94_S', 'bench_table', 'run_bench', 'plot_time_to_accuracy']
 
 # %% ../nbs/07b_bench_run.ipynb #eae6d690
 def _goal(name: str, # what is measured
@@ -107,7 +107,7 @@ def _speed_rows(r: dict) -> list[tuple]:
             ('tries: torch.compile / eager', compiled, '', f"on for RECIPE: {on.get('compile')}"),
             ('tries: images/s by batch size', batches, '', f"RECIPE keeps its batch, {r['recipes']['RECIPE']['batch_size']}")]
 
-NOTE = ("Times are training time only: the clock pauses while each run is scored on the test split after every "
+_NOTE = ("Times are training time only: the clock pauses while each run is scored on the test split after every "
         "epoch, for every recipe, the blog's included (as airbench does).")
 
 def bench_table(r: dict, # the figures `run_bench` returns
@@ -123,7 +123,7 @@ def bench_table(r: dict, # the figures `run_bench` returns
     head = (f"mlpipe bench on {m['cpu']} ({m['cores']} cores, {m['threads']} thread{'s' * (m['threads'] > 1)} used"
             f"{', ' + m['gpu'] if 'gpu' in m else ''}), {r['device']}, torch {m['torch']}, {r['seconds']:.0f} s in all"
             f"{load}{'; a --quick run: its figures mean nothing' if r['quick'] else ''}")
-    return '\n'.join([head, lines[0], '-' * len(lines[0]), *lines[1:], NOTE])
+    return '\n'.join([head, lines[0], '-' * len(lines[0]), *lines[1:], _NOTE])
 
 # %% ../nbs/07b_bench_run.ipynb #c0175444
 def _cpu_runs(quick: bool) -> dict:
