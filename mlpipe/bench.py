@@ -277,7 +277,8 @@ def blog_recipe(dataset: str, # a dataset name, as for `get_dataset`
     def score():
         model.eval()
         with torch.no_grad():
-            correct = sum((model(x.to(device, non_blocking=pin)).argmax(1).cpu() == y).sum().item() for x, y in testloader)
+            correct = sum((model(x.to(device, non_blocking=pin)).argmax(1).cpu() == y).sum().item()
+                          for x, y in testloader)
         return correct / len(testset)
     watch, loop = _Stopwatch(budget_s, stop_at, score, device), _Loop()
     watch.start()

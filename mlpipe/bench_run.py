@@ -16,8 +16,8 @@ from .data import DataError, get_dataset
 from .runs import UsageError
 from .recipe import device_for
 from .bench import (
-    APPLIED, FRONTIER, RECIPE, REFERENCE, SAMPLE_REFERENCE, UNTIMED, bench_data, bench_overhead, bench_precision, blog_recipe,
-    curve_figures, fastest_threads, machine, main_job, mlpipe_recipe, threads, training_step)
+    APPLIED, FRONTIER, RECIPE, REFERENCE, SAMPLE_REFERENCE, UNTIMED, bench_data, bench_overhead, bench_precision,
+    blog_recipe, curve_figures, fastest_threads, machine, main_job, mlpipe_recipe, threads, training_step)
 from .bench_arith import bench_arithmetic, bench_tries
 
 # %% auto #0
@@ -105,7 +105,8 @@ def _speed_rows(r: dict) -> list[tuple]:
              f"{t['channels_last']['on']:,.0f} / {t['channels_last']['off']:,.0f}", '',
              f"on for RECIPE: {on.get('channels_last')}"),
             ('tries: torch.compile / eager', compiled, '', f"on for RECIPE: {on.get('compile')}"),
-            ('tries: images/s by batch size', batches, '', f"RECIPE keeps its batch, {r['recipes']['RECIPE']['batch_size']}")]
+            ('tries: images/s by batch size', batches, '',
+             f"RECIPE keeps its batch, {r['recipes']['RECIPE']['batch_size']}")]
 
 _NOTE = ("Times are training time only: the clock pauses while each run is scored on the test split after every "
         "epoch, for every recipe, the blog's included (as airbench does).")
@@ -159,7 +160,7 @@ def _settings(quick: bool, gpu: bool = False) -> dict:
             'blog': {'dataset': RECIPE['dataset'], 'model_args': cnn, 'budget_s': 900, 'max_epochs': 12}}
 
 def _speed_options(tries: dict, recipe: dict, train_images: int) -> dict:
-    "The `Trainer`'s layout and compilation as measured faster, unless `recipe` sets them: compiling must pay for itself."
+    "The `Trainer`'s layout and compilation as measured faster, unless `recipe` sets them; compiling must pay off."
     c = tries['compile']
     saved = train_images * recipe['epochs'] * (1 / c['eager_images_per_s'] - 1 / c['compiled_images_per_s']) \
         if 'speedup' in c else 0  # seconds the compiled step saves over the run, against what compiling costs
