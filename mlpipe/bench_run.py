@@ -218,7 +218,7 @@ def _gpu_bench(s: dict, quick: bool, root, device: torch.device, say: Callable) 
     arithmetic, tries = bench_arithmetic(**s['arithmetic'], device=device), bench_tries(**s['tries'], device=device)
     say(f"{arithmetic['images_per_s']:,.0f} training images/s; the runs...")
     options = _speed_options(tries, RECIPE, round(60000 * (1 - RECIPE['valid_pct'])))
-    recipe, budget_s = (_cpu_runs(True)['recipe'][0], 5) if quick else (RECIPE, 300)
+    recipe, budget_s = (_cpu_runs(True)['recipe'][0], 30) if quick else (RECIPE, 300)  # seconds on a GPU
     runs = _race({'recipe': (recipe, 0.93, budget_s)}, root, device, options, say)
     goals = []
     try: get_dataset('cifar10', root, train=False, download=False)
