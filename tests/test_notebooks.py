@@ -9,7 +9,7 @@ unless MLPIPE_SLOW=1, in which case they run in the kernel like every other cell
 Each notebook has a kernel of its own, as a fresh "Run All" has; KERNELS of them (default 2, `MLPIPE_KERNELS=1` to time
 one notebook alone) run at once on a background thread, each in a project copy of its own (a notebook's last cell
 rewrites its copy's package), while the tests wait for their notebook's run in order."""
-import os, queue, re, shutil, sys, time
+import os, queue, re, shutil, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,7 +59,13 @@ def run_in_kernel(name: Path, copies: queue.Queue) -> float:
         client = NotebookClient(nb, timeout=TIMEOUT_S, kernel_name='python3',
                                 resources={'metadata': {'path': str(path.parent)}})
         start = time.monotonic()
-        client.execute(env=kernel_env(copy))  # raises CellExecutionError with the cell and its traceback
+        # the kernel's own stderr (its start-up lines) goes to a log, shown with the error when the run fails: started
+        # on the background thread, a kernel would otherwise write between pytest's lines
+        with tempfile.TemporaryFile('w+') as log:
+            try: client.execute(env=kernel_env(copy), stderr=log)  # raises CellExecutionError with the failing cell
+            except Exception as e:
+                log.seek(0)
+                raise RuntimeError(f"{name}: {e}\nThe kernel's stderr:\n{log.read()[-3000:]}") from e
         seconds = time.monotonic() - start
     finally: copies.put(copy)
     errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if o.output_type == 'error']
