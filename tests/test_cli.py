@@ -1,19 +1,47 @@
-"""The `mlpipe` command end to end, in subprocesses: train, eval, predict, resume, the bad inputs and their exit
-statuses, and the wheel's `mlpipe` with the sample inside it. Runs use a tiny MLP so that they take seconds; the
-default recipe has its own (slow) test at the end."""
-import csv, json, os, shutil, signal, subprocess, sys, time
+"""The `mlpipe` command end to end: train, eval, predict, resume, the bad inputs and their exit statuses, and the
+wheel's `mlpipe` with the sample inside it. Most commands run in-process through `mlpipe.cli.main(argv)` (the code of
+the `mlpipe` script, with its own stdout, stderr, working folder and Python's default warning filters); what needs a
+process of its own runs in one: the console script, a SIGKILL and a SIGTERM, two runs racing for one folder, the
+installed wheel. Runs use a tiny MLP so that they take seconds; the default recipe has its own (slow) test."""
+import contextlib, csv, io, json, os, shutil, signal, subprocess, sys, time, warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
+
+from mlpipe.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ['best.pt', 'config.yaml', 'history.csv', 'last.pt', 'metrics.json', 'predictions.csv', 'report.md']
 TINY = ['--model', 'mlp', '--epochs', '1', '--batch-size', '512']
 
 
-def mlpipe(*args, cwd=None, timeout=300, **kw) -> subprocess.CompletedProcess:
-    "Run `python -m mlpipe.cli ARGS` (the code of the `mlpipe` script) and capture its output."
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    "Print a warning to stderr as a fresh `mlpipe` process does (pytest would otherwise collect it)."
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def mlpipe(*args, cwd=None) -> SimpleNamespace:
+    """Run `mlpipe ARGS` in this process, in `cwd` if given, with Python's default warning filters; its exit status
+    and what it wrote to stdout and stderr, as `subprocess.run` would give them."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        if cwd is not None: stack.enter_context(contextlib.chdir(cwd))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.resetwarnings()
+        for action, category in [('ignore', DeprecationWarning), ('ignore', PendingDeprecationWarning),
+                                 ('ignore', ImportWarning), ('ignore', ResourceWarning)]:
+            warnings.simplefilter(action, category)  # python's defaults, as a fresh process has them
+        warnings.showwarning = show_warning
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        status = main([str(a) for a in args])
+    return SimpleNamespace(returncode=status, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def mlpipe_process(*args, cwd=None, timeout=300, **kw) -> subprocess.CompletedProcess:
+    "Run `python -m mlpipe.cli ARGS` (the code of the `mlpipe` script) in a process of its own."
     return subprocess.run([sys.executable, '-m', 'mlpipe.cli', *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, **kw)
 
@@ -44,12 +72,14 @@ def run(tmp_path_factory, tiny_yaml) -> Path:
 def test_help_of_each_command():
     script = shutil.which('mlpipe')  # the installed console script, where there is one
     command = [script] if script else [sys.executable, '-m', 'mlpipe.cli']
+    result = subprocess.run(command + ['--help'], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and all(w in result.stdout for w in ['train', 'eval', 'predict']), result.stderr
     for args, expected in [([], ['train', 'eval', 'predict']), (['eval'], ['CHECKPOINT', '--dataset', '--out']),
                            (['predict'], ['CHECKPOINT', 'FILE']),
                            (['train'], ['--config', '--dataset', '--data-dir', '--model', '--epochs', '--batch-size',
                                         '--lr',
                                         '--seed', '--out', '--checkpoint-every', '--resume', '--debug'])]:
-        result = subprocess.run(command + args + ['--help'], capture_output=True, text=True, timeout=120)
+        result = mlpipe(*args, '--help')
         assert result.returncode == 0, result.stderr
         assert all(word in result.stdout for word in expected), result.stdout
 
@@ -306,8 +336,7 @@ def test_wheel_gives_a_working_mlpipe(tmp_path):
 def test_default_recipe(tmp_path):
     "`mlpipe train` with no options: the default model on the bundled sample, at 85% test accuracy or better."
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, '-m', 'mlpipe.cli', 'train'], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=900)
+    result = mlpipe('train', cwd=tmp_path)
     seconds = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     folder, = (tmp_path/'runs').iterdir()
