@@ -282,7 +282,7 @@ def compute_stats(images: torch.Tensor, # uint8 images [N, C, H, W]
     return {'mean': (mean / 255).tolist(), 'std': (std / 255).tolist()}
 
 # %% ../nbs/00_data.ipynb #ebecb371
-AUGMENT = {'fashion_mnist_sample': {'padding': 2, 'flip': True}, 'fashion_mnist': {'padding': 0, 'flip': True},
+AUGMENT = {'fashion_mnist_sample': {'padding': 1, 'flip': True}, 'fashion_mnist': {'padding': 0, 'flip': True},
            'mnist': {'padding': 2, 'flip': False}, 'cifar10': {'padding': 4, 'flip': True},
            'folder': {'padding': 4, 'flip': True}}
 

@@ -38,7 +38,8 @@ EXPECTED = {  # page: (outputs, images, tables)
     '05_recipe.ipynb': (1, 0, 0),
     '06_export.ipynb': (1, 0, 0),
     '07_bench.ipynb': (4, 0, 0),  # the machine, the overhead and precision of a small run, two recipes' curves
-    '07a_bench_run.ipynb': (2, 1, 0),  # the recorded figures' table and plot (and the smoke run's table)
+    '07a_bench_arith.ipynb': (3, 0, 0),  # the FLOP count, the matmuls and the tries
+    '07b_bench_run.ipynb': (2, 1, 0),  # the recorded figures' table and plot (and the smoke run's table)
     '08_cli.ipynb': (5, 0, 0),  # --help, train --help, a real short run, its folder's files, an error and its status
     'tutorials/blog_pipeline.ipynb': (9, 0, 0),
     'tutorials/fashion_mnist.ipynb': (10, 5, 0),  # show_batch, lr_find, history, confusion matrix, top losses
