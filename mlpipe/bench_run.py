@@ -98,7 +98,8 @@ def _speed_rows(r: dict) -> list[tuple]:
             ('arithmetic: training FLOPs per image (FlopCounterMode)', f"{a['flops_per_image'] / 1e6:.1f} M", '', ''),
             (f"arithmetic: training GFLOP/s ({a['precision']}, batch {a['batch_size']}, {a['threads']} thread(s))",
              f"{a['training_flop_per_s'] / 1e9:.1f}", '',
-             f"{a['share_of_fp32_matmul']:.0%} of fp32 matmul, {a['share_of_bf16_matmul']:.0%} of bf16"),
+             f"{a['share_of_fp32_matmul']:.0%} of fp32 matmul, {a['share_of_bf16_matmul']:.0%} of bf16"
+             f"{'' if r['precision']['native_bf16'] else ' (emulated)'}"),
             ('arithmetic: one large matmul, GFLOP/s fp32 / bf16',
              f"{a['matmul_fp32_flop_per_s'] / 1e9:.0f} / {a['matmul_bf16_flop_per_s'] / 1e9:.0f}", '', ''),
             ('tries: channels-last on / off, images/s',
@@ -198,7 +199,8 @@ def _cpu_bench(s: dict, quick: bool, root, say: Callable) -> dict:
     precision = bench_precision(device='cpu', **s['precision'])
     say('arithmetic...')
     arithmetic = bench_arithmetic(**s['arithmetic'])
-    say(f"arithmetic: {arithmetic['share_of_bf16_matmul']:.1%} of a bf16 matmul; tries...")
+    own = 'bf16' if arithmetic['precision'] == 'bf16' else 'fp32'  # the matmul in the precision the model trains in
+    say(f"arithmetic: {arithmetic[f'share_of_{own}_matmul']:.1%} of an {own} matmul; tries...")
     tries = bench_tries(**s['tries'])
     options = _speed_options(tries, RECIPE, round(60000 * (1 - RECIPE['valid_pct'])))
     say(f"the runs, with {options} for RECIPE and FRONTIER (a full bench: about 20 minutes)...")
