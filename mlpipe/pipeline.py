@@ -197,10 +197,12 @@ def predict_files(checkpoint: str | Path, # a checkpoint written by `mlpipe trai
     "Each file with its `Prediction` (class, probability), or with the error that kept it from one."
     # an exported ONNX model carries what it needs to be fed; a checkpoint is checked and built first
     model, data = (checkpoint, None) if str(checkpoint).endswith('.onnx') else load_model(checkpoint)
+    # a checkpoint is scored as its run's test metrics were: with test-time flips where its training flipped images
+    tta = data is not None and test_flips(load_checkpoint(checkpoint).get('config') or {})
     files = [str(f) for f in files]
     images = [_image(f) for f in files]
     good = [im for im in images if not isinstance(im, Exception)]
-    predictions = iter(predict(model, good, data=data, batch_size=batch_size) if good else [])
+    predictions = iter(predict(model, good, data=data, batch_size=batch_size, tta=tta) if good else [])
     return [(f, im if isinstance(im, Exception) else next(predictions)) for f, im in zip(files, images)]
 
 def _escape(text: str) -> str:

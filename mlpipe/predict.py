@@ -162,9 +162,10 @@ class OnnxClassifier:
         return torch.from_numpy(self.session.run(None, {self.input: images.cpu().numpy()})[0])
 
 # %% ../nbs/03b_predict.ipynb #ccf5e37b
-def _classifier(model, data: dict | None) -> tuple[Callable, dict]:
+def _classifier(model, data: dict | None, tta: bool = False) -> tuple[Callable, dict]:
     "A function from a batch of images in [0, 1] to class probabilities, and the data it expects, for any model."
     if isinstance(model, (str, Path)) and Path(model).suffix == '.onnx':
+        if tta: raise ValueError("Test-time flips need the checkpoint: an .onnx model gives only probabilities.")
         onnx_model = OnnxClassifier(model)  # the graph takes raw pixels and normalises them itself
         return lambda x: onnx_model(x.mul(255).round().to(torch.uint8)), onnx_model.data
     if isinstance(model, (str, Path)): model, data = load_model(model)
@@ -175,7 +176,11 @@ def _classifier(model, data: dict | None) -> tuple[Callable, dict]:
     mean, std = (torch.tensor(data['stats'][k]).view(1, -1, 1, 1) for k in ('mean', 'std'))
     def probabilities(x):
         device, dtype = _placement(model)
-        with _evaluating(model): return model(((x - mean) / std).to(device, dtype)).float().softmax(1).cpu()
+        x = ((x - mean) / std).to(device, dtype)
+        with _evaluating(model):
+            out = model(x).float()
+            if tta: out = (out + model(x.flip(-1)).float()) / 2  # as `evaluate` scores: the mean of both views' logits
+            return out.softmax(1).cpu()
     return probabilities, data
 
 def _predictions(probs: torch.Tensor, classes: list) -> list[Prediction]:
@@ -191,9 +196,10 @@ def iter_predictions(model: nn.Module | str | Path, # a trained classifier, a ch
                      images, # a PIL image, file path or tensor, or a list of them, or a batch tensor [N, C, H, W]
                      data: dict | None = None, # classes, channels, size, stats (`dls.info()`); a file has its own
                      batch_size: int = 256, # images per forward pass
+                     tta: bool = False, # test-time flips, as `evaluate`'s: the mean of each image's and its mirror's
                     ) -> Iterator[tuple]:
     "Each image with its `Prediction`, or with the `DataError` that says why it could not be read, in order."
-    probabilities, data = _classifier(model, data)
+    probabilities, data = _classifier(model, data, tta)
     images = _image_list(images)
     if not images:
         raise ValueError("predict got no images: pass a PIL image, a file path, a tensor, or a list of them.")
@@ -211,9 +217,10 @@ def predict(model: nn.Module | str | Path, # a trained classifier, a checkpoint'
             images, # a PIL image, file path or tensor, or a list of them, or a batch tensor [N, C, H, W]
             data: dict | None = None, # classes, channels, size and stats (`dls.info()`); a file carries its own
             batch_size: int = 256, # images per forward pass
+            tta: bool = False, # test-time flips, as `evaluate`'s: the mean of each image's and its mirror's
            ) -> list[Prediction]:
     "The class and probabilities of each image, prepared as the model was trained; an unreadable file is a `DataError`."
-    answers = [answer for _, answer in iter_predictions(model, images, data, batch_size)]
+    answers = [answer for _, answer in iter_predictions(model, images, data, batch_size, tta)]
     error = next((a for a in answers if isinstance(a, Exception)), None)
     if error is not None: raise error
     return answers
