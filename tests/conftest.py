@@ -4,6 +4,12 @@ import hashlib, importlib.util, os, pickle
 from pathlib import Path
 from types import SimpleNamespace
 
+# One thread per process, set before torch (or numpy's BLAS) is imported here or in any process a test starts: the
+# suite runs several processes at once (two notebooks in kernels, torchrun's workers, a run beside the one it kills),
+# and torch's second thread on a busy core waits at every operation's barrier (a small CNN's training step measured
+# 10x slower with two threads than with one, beside two busy processes on 2 cores). A value already set is kept.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
 import numpy as np
 import pytest
 
