@@ -1,6 +1,7 @@
-"""Shared fixtures: a private data cache per test session, small datasets in their real file formats, and the docs
-site's stand-in (built once per session for the docs and browser tests)."""
-import hashlib, importlib.util, os, pickle
+"""Shared fixtures: a private data cache per test session, the long runs some tests check (started with the session, in
+the background), small datasets in their real file formats, and the docs site's stand-in (built once per session for
+the docs and browser tests)."""
+import hashlib, importlib.util, json, os, pickle, signal, subprocess, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,6 +29,54 @@ def data_cache(tmp_path_factory):
     yield root
     if old is None: os.environ.pop('MLPIPE_DATA', None)
     else: os.environ['MLPIPE_DATA'] = old
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', "background(kind, *args, first=False): the test checks a long run that "
+                            "tests/background.py starts with the session (kind 'notebook' or 'mlpipe')")
+
+
+def pytest_collection_modifyitems(items):
+    "Tests that wait for a background run go last: the other tests run while the background runs do."
+    items.sort(key=lambda item: item.get_closest_marker('background') is not None)
+
+
+class Background:
+    "The long runs of tests/background.py, one process beside the tests; `result(kind, *args)` waits for one."
+    def __init__(self, jobs: list, out: Path):
+        self.jobs, self.out, self.log = jobs, out, out/'runner.log'
+        command = [sys.executable, str(ROOT/'tests'/'background.py'), str(out), json.dumps(jobs)]
+        with open(self.log, 'w') as log:  # the runner's own output (a kernel's start-up lines), shown on a failure
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def result(self, *job) -> dict:
+        path = self.out/f'{self.jobs.index(list(job))}.json'
+        while not path.exists():
+            if self.proc.poll() is not None and not path.exists():
+                raise RuntimeError(f'tests/background.py ended (exit {self.proc.returncode}) without a result for '
+                                   f'{list(job)}:\n{self.log.read_text()[-3000:]}')
+            time.sleep(0.1)
+        return json.loads(path.read_text())
+
+    def stop(self):
+        "End the runner and whatever it started (kernels, commands), if it is still running."
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope='session', autouse=True)
+def background(request, data_cache, tmp_path_factory) -> Background:
+    "The runs that the selected tests' `background` marks ask for, started now, the `first` ones first."
+    marks = [m for item in request.session.items for m in item.iter_markers('background')]
+    jobs = [list(m.args) for m in sorted(marks, key=lambda m: not m.kwargs.get('first'))]
+    jobs = [job for i, job in enumerate(jobs) if job not in jobs[:i]]
+    if not jobs:
+        yield None
+        return
+    runner = Background(jobs, tmp_path_factory.mktemp('background'))
+    yield runner
+    runner.stop()
 
 
 def load_script(name: str):

@@ -2,7 +2,8 @@
 wheel's `mlpipe` with the sample inside it. Most commands run in-process through `mlpipe.cli.main(argv)` (the code of
 the `mlpipe` script, with its own stdout, stderr, working folder and Python's default warning filters); what needs a
 process of its own runs in one: the console script, a SIGKILL and a SIGTERM, two runs racing for one folder, the
-installed wheel. Runs use a tiny MLP so that they take seconds; the default recipe has its own (slow) test."""
+installed wheel. Runs use a tiny MLP so that they take seconds; the default recipe has its own (slow) test, its run
+started with the session in tests/background.py (conftest.py's `background`), beside the other tests."""
 import contextlib, csv, io, json, os, shutil, signal, subprocess, sys, time, warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -333,15 +334,15 @@ def test_wheel_gives_a_working_mlpipe(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_recipe(tmp_path):
+@pytest.mark.background('mlpipe', 'train', first=True)  # the longest run: it starts with the session, beside the tests
+def test_default_recipe(background):
     "`mlpipe train` with no options: the default model on the bundled sample, at 85% test accuracy or better."
-    start = time.perf_counter()
-    result = mlpipe('train', cwd=tmp_path)
-    seconds = time.perf_counter() - start
-    assert result.returncode == 0, result.stderr
-    folder, = (tmp_path/'runs').iterdir()
+    result = background.result('mlpipe', 'train')  # run in a folder of its own, in a process of its own
+    assert result['returncode'] == 0, result['stderr']
+    folder, = (Path(result['cwd'])/'runs').iterdir()
     accuracy = json.loads((folder/'metrics.json').read_text())['accuracy']
-    print(f"default recipe: test accuracy {accuracy:.4f} in {seconds:.0f}s")  # timings are shown, never asserted
+    # timings are shown, never asserted
+    print(f"default recipe: test accuracy {accuracy:.4f} in {result['seconds']:.0f}s (process start included)")
     assert accuracy >= 0.85
     assert set(RUN_FILES) <= {p.name for p in folder.iterdir()}
 

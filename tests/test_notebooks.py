@@ -6,91 +6,35 @@ stdout and stderr are streams, the cwd is the notebook's folder), so this runs e
 `nbdev_export()` finds the copy's settings.ini and writes the copy's package). Cells marked `#| slow` are dropped
 unless MLPIPE_SLOW=1, in which case they run in the kernel like every other cell.
 
-Each notebook has a kernel of its own, as a fresh "Run All" has; KERNELS of them (default 2, `MLPIPE_KERNELS=1` to time
-one notebook alone) run at once on a background thread, each in a project copy of its own (a notebook's last cell
-rewrites its copy's package), while the tests wait for their notebook's run in order."""
-import os, queue, re, shutil, sys, tempfile, time
-from concurrent.futures import ThreadPoolExecutor
+Each notebook has a kernel of its own, as a fresh "Run All" has. The runs are tests/background.py's: started when the
+session starts, KERNELS of them at a time (default 2, `MLPIPE_KERNELS=1` to time one notebook alone), the tutorials
+first (they train end to end and take longest), beside the other tests; each test here waits for its notebook's run."""
+import re, sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from background import KERNELS, SLOW, is_slow
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
-SLOW = os.environ.get('MLPIPE_SLOW', '') not in ('', '0')
-SKIP_IN_COPY = ('.git', '.venv', '_proc', '_docs', 'runs', 'data', '__pycache__', '.ipynb_checkpoints',
-                '*.egg-info', '.pytest_cache', '.ruff_cache')
 NOTEBOOKS = sorted(p.relative_to(NBS) for p in NBS.rglob('*.ipynb')
                    if not any(part.startswith(('.', '_')) for part in p.relative_to(NBS).parts))
-TIMEOUT_S = 3600  # one cell; the bench's slow cell (the whole bench, about half an hour) is the longest
-KERNELS = max(1, int(os.environ.get('MLPIPE_KERNELS', '2')))  # notebooks run at once, each in its own kernel
 
 
-def is_slow(source: str) -> bool:
-    "Is this cell marked `#| slow` (nbdev's tst_flags) in its leading directive comments?"
-    return any(re.match(r'#\|\s*slow\b', line) for line in source.splitlines() if line.startswith('#|'))
+def in_a_kernel(name: Path):
+    "The test's parameter `name`, marked to run in the background; the tutorials first."
+    return pytest.param(name, marks=pytest.mark.background('notebook', str(name), first=name.parts[0] == 'tutorials'),
+                        id=str(name.with_suffix('')))
 
 
-def copy_project(dest: Path) -> Path:
-    "The project without its git history, venv and build outputs, in the scratch folder `dest`."
-    copy = dest/ROOT.name
-    shutil.copytree(ROOT, copy, symlinks=True, ignore=shutil.ignore_patterns(*SKIP_IN_COPY))
-    return copy
-
-
-def kernel_env(copy: Path) -> dict:
-    "The kernel's environment: the copy's package first on the path, as an editable install of the copy would be."
-    path = [str(copy)] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])
-    # JupyterLab's kernel draws figures with the inline backend: MPLBACKEND=Agg (set for pytest) would hide them
-    env = {**{k: v for k, v in os.environ.items() if k != 'MPLBACKEND'}, 'PYTHONPATH': os.pathsep.join(path)}
-    env['PATH'] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `mlpipe` and `torchrun` of this venv
-    return env
-
-
-def run_in_kernel(name: Path, copies: queue.Queue) -> float:
-    "Run notebook `name` in a kernel of its own, in a project copy taken from `copies`; the seconds it took."
-    copy = copies.get()
-    try:
-        path = copy/'nbs'/name
-        nb = nbformat.read(path, as_version=4)
-        if not SLOW: nb.cells = [c for c in nb.cells if not (c.cell_type == 'code' and is_slow(c.source))]
-        client = NotebookClient(nb, timeout=TIMEOUT_S, kernel_name='python3',
-                                resources={'metadata': {'path': str(path.parent)}})
-        start = time.monotonic()
-        # the kernel's own stderr (its start-up lines) goes to a log, shown with the error when the run fails: started
-        # on the background thread, a kernel would otherwise write between pytest's lines
-        with tempfile.TemporaryFile('w+') as log:
-            try: client.execute(env=kernel_env(copy), stderr=log)  # raises CellExecutionError with the failing cell
-            except Exception as e:
-                log.seek(0)
-                raise RuntimeError(f"{name}: {e}\nThe kernel's stderr:\n{log.read()[-3000:]}") from e
-        seconds = time.monotonic() - start
-    finally: copies.put(copy)
-    errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if o.output_type == 'error']
-    assert not errors, f'{name}: error outputs {errors}'
-    return seconds
-
-
-@pytest.fixture(scope='session')
-def kernel_runs(request, tmp_path_factory) -> dict:
-    "The selected notebooks' runs, started in their order, KERNELS at a time: {notebook: future of its seconds}."
-    selected = [item.callspec.params['name'] for item in request.session.items
-                if item.originalname == 'test_notebook_runs_in_a_kernel']
-    workers = min(KERNELS, len(selected)) or 1
-    copies = queue.Queue()
-    for _ in range(workers): copies.put(copy_project(tmp_path_factory.mktemp('project')))
-    with ThreadPoolExecutor(workers, thread_name_prefix='kernel') as pool:
-        yield {name: pool.submit(run_in_kernel, name, copies) for name in selected}
-        pool.shutdown(cancel_futures=True)
-
-
-@pytest.mark.parametrize('name', NOTEBOOKS, ids=[str(p.with_suffix('')) for p in NOTEBOOKS])
-def test_notebook_runs_in_a_kernel(name, kernel_runs):
-    seconds = kernel_runs[name].result()  # re-raises the run's error: the failing cell and its traceback
-    alone = ' alone' if KERNELS == 1 else f', {KERNELS} notebooks at a time'
-    print(f'{name}: {seconds:.0f} s in a kernel{alone}{" (slow cells included)" if SLOW else ""}')
+@pytest.mark.parametrize('name', [in_a_kernel(name) for name in NOTEBOOKS])
+def test_notebook_runs_in_a_kernel(name, background):
+    run = background.result('notebook', str(name))
+    assert not run['error'], run['error']  # the failing cell and its traceback, or the error outputs
+    alone = ' alone' if KERNELS == 1 else f', {KERNELS} runs at a time'
+    print(f"{name}: {run['seconds']:.0f} s in a kernel{alone}{' (slow cells included)' if SLOW else ''}")
 
 
 def test_every_notebook_is_collected():
