@@ -1,10 +1,15 @@
-"""`mlpipe bench` end to end, in a subprocess: the quick run on the bundled sample writes every figure to its JSON,
-each goal with a verdict. Timings are never asserted (the machines are shared); only that each figure is a positive
+"""`mlpipe bench` end to end: the quick run on the bundled sample, in a subprocess, writes every figure to its JSON,
+each goal with a verdict (that run is tests/background.py's, started with the session, beside the other tests); the
+refusals run in-process. Timings are never asserted (the machines are shared); only that each figure is a positive
 number, or null where an accuracy was not reached. The GPU path runs where there is a CUDA GPU."""
-import json, math, subprocess, sys
+import contextlib, io, json, math, subprocess, sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+
+from mlpipe.cli import main
 
 SECTIONS = ['goals', 'runs', 'data', 'overhead', 'precision', 'arithmetic', 'tries', 'machine', 'recipes']
 GOALS = ['time to 93%: RECIPE / REFERENCE', 'FRONTIER: best test accuracy', 'FRONTIER: training time to 94%',
@@ -18,15 +23,23 @@ def bench(tmp_path, *args, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def bench_here(tmp_path, *args) -> SimpleNamespace:
+    "`mlpipe bench --quick ARGS` in this process, in `tmp_path` (for a refusal: no need to pay a process's imports)."
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(tmp_path), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(['bench', '--quick', *map(str, args)])
+    return SimpleNamespace(returncode=status, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def positive(value) -> bool: return isinstance(value, float) and math.isfinite(value) and value > 0
 
 
-def test_quick_bench_writes_its_figures(tmp_path):
-    out = tmp_path/'out.json'
-    result = bench(tmp_path, '--json', str(out))
-    assert result.returncode == 0, result.stderr
-    assert 'main job: test accuracy on the sample' in result.stdout and 'training time only' in result.stdout
-    figures = json.loads(out.read_text())
+@pytest.mark.background('mlpipe', 'bench', '--quick', '--json', 'out.json')  # started with the session
+def test_quick_bench_writes_its_figures(background):
+    result = background.result('mlpipe', 'bench', '--quick', '--json', 'out.json')  # in a folder of its own
+    assert result['returncode'] == 0, result['stderr']
+    assert 'main job: test accuracy on the sample' in result['stdout'] and 'training time only' in result['stdout']
+    figures = json.loads((Path(result['cwd'])/'out.json').read_text())
     assert set(SECTIONS) <= set(figures), sorted(figures)
     assert [g['name'] for g in figures['goals']] == GOALS
     assert all(g['met'] in (True, False, None) and g['op'] in ('>=', '<=') for g in figures['goals'])
@@ -45,14 +58,14 @@ def test_quick_bench_writes_its_figures(tmp_path):
 
 
 def test_bench_refuses_a_json_file_in_a_missing_folder(tmp_path):
-    result = bench(tmp_path, '--json', str(tmp_path/'no'/'out.json'), timeout=300)
+    result = bench_here(tmp_path, '--json', tmp_path/'no'/'out.json')
     assert result.returncode == 2 and 'does not exist' in result.stderr, result.stderr
     assert 'choosing' not in result.stdout  # refused before measuring anything
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has a CUDA GPU: the refusal needs none')
 def test_bench_refuses_cuda_without_a_gpu(tmp_path):
-    result = bench(tmp_path, '--device', 'cuda', timeout=300)
+    result = bench_here(tmp_path, '--device', 'cuda')
     assert result.returncode == 2 and 'not available here' in result.stderr, result.stderr
     assert 'choosing' not in result.stdout
 
