@@ -6,14 +6,15 @@ last: the other tests run meanwhile, each process on one thread, so the 2 cores 
 thread of pytest's, nothing here shares a working folder, stdout or warning filters with a test that changes them.
 
 Usage: python tests/background.py OUT JOBS_JSON
-JOBS_JSON is a list of jobs, each ['notebook', NAME under nbs/] or ['mlpipe', ARGUMENTS...]; they run KERNELS at a time
-(MLPIPE_KERNELS, default 2) in the given order, and job i writes OUT/i.json when it ends: {'seconds', 'error'} for a
-notebook, {'seconds', 'returncode', 'stdout', 'stderr', 'cwd'} for a command (run in the folder OUT/i).
+JOBS_JSON is a list of jobs, each ['notebook', NAME under nbs/], ['mlpipe', ARGUMENTS...] or ['site']; they run KERNELS
+at a time (MLPIPE_KERNELS, default 2) in the given order, and job i writes OUT/i.json when it ends: {'seconds', 'error'}
+for a notebook, {'seconds', 'returncode', 'stdout', 'stderr', 'cwd'} for a command (run in the folder OUT/i), and
+{'project', 'html', 'manifest', 'log'} for the docs site's stand-in (scripts/render_site.py, built in OUT/i).
 
 Each notebook has a kernel of its own, as a fresh "Run All" has, in a scratch copy of the project (nothing it writes
 lands in the repository; the last cell's `nbdev_export()` rewrites the copy's package, so each running kernel has a copy
 of its own). Cells marked `#| slow` are dropped unless MLPIPE_SLOW=1, in which case they run like every other cell."""
-import json, os, queue, re, shutil, subprocess, sys, tempfile, time
+import importlib.util, json, os, queue, re, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -80,9 +81,21 @@ def run_mlpipe(args: list, cwd: Path) -> dict:
             'stderr': done.stderr, 'cwd': str(cwd)}
 
 
+def build_site(folder: Path) -> dict:
+    "nbdev_proc_nbs on a copy of the project made in `folder`, and its pages as HTML (scripts/render_site.py)."
+    spec = importlib.util.spec_from_file_location('render_site', ROOT/'scripts'/'render_site.py')
+    render_site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_site)
+    project, manifest, log = render_site.build(folder/'html', folder)
+    return {'project': str(project), 'html': str(folder/'html'), 'manifest': manifest, 'log': log}
+
+
 def run_job(i: int, job: list, out: Path, copies: queue.Queue):
     "Run job number `i` and write its result to OUT/i.json (atomically: a reader never sees half of it)."
-    try: result = run_notebook(job[1], copies) if job[0] == 'notebook' else run_mlpipe(job[1:], out/str(i))
+    try:
+        if job[0] == 'notebook': result = run_notebook(job[1], copies)
+        elif job[0] == 'mlpipe': result = run_mlpipe(job[1:], out/str(i))
+        else: result = build_site(out/str(i))
     except Exception as e: result = {'error': f'{job}: {type(e).__name__}: {e}'}
     (out/f'{i}.tmp').write_text(json.dumps(result))
     os.replace(out/f'{i}.tmp', out/f'{i}.json')

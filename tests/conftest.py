@@ -1,7 +1,7 @@
 """Shared fixtures: a private data cache per test session, the long runs some tests check (started with the session, in
-the background), small datasets in their real file formats, and the docs site's stand-in (built once per session for
-the docs and browser tests)."""
-import hashlib, importlib.util, json, os, pickle, signal, subprocess, sys, time
+the background: among them the docs site's stand-in for the docs and browser tests), and small datasets in their real
+file formats."""
+import hashlib, json, os, pickle, signal, subprocess, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,7 +37,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    "Tests that wait for a background run go last: the other tests run while the background runs do."
+    "Tests that wait for a background run go last (a test of the docs site waits for it): the others run meanwhile."
+    for item in items:
+        if 'site' in item.fixturenames: item.add_marker(pytest.mark.background('site'))
     items.sort(key=lambda item: item.get_closest_marker('background') is not None)
 
 
@@ -50,6 +52,8 @@ class Background:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def result(self, *job) -> dict:
+        if list(job) not in self.jobs: raise LookupError(f"no background run {list(job)}: mark the test that waits for "
+                                                         f"it with @pytest.mark.background{job}")
         path = self.out/f'{self.jobs.index(list(job))}.json'
         while not path.exists():
             if self.proc.poll() is not None and not path.exists():
@@ -79,20 +83,14 @@ def background(request, data_cache, tmp_path_factory) -> Background:
     runner.stop()
 
 
-def load_script(name: str):
-    "A module from scripts/ (they are not a package)."
-    spec = importlib.util.spec_from_file_location(name, ROOT/'scripts'/f'{name}.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope='session')
-def site(tmp_path_factory):
-    "nbdev_proc_nbs on a copy of the project and its pages as HTML (scripts/render_site.py), once per session."
-    work = tmp_path_factory.mktemp('site')
-    project, manifest, log = load_script('render_site').build(work/'html', work)
-    return SimpleNamespace(project=project, proc=project/'_proc', html=work/'html', manifest=manifest, log=log)
+def site(background):
+    "nbdev_proc_nbs on a copy of the project and its pages as HTML (scripts/render_site.py), built in the background."
+    built = background.result('site')
+    if built.get('error'): raise RuntimeError(built['error'])
+    project = Path(built['project'])
+    return SimpleNamespace(project=project, proc=project/'_proc', html=Path(built['html']), manifest=built['manifest'],
+                           log=built['log'])
 
 
 def write_cifar10(root: Path, n_per_batch=20, n_test=30, seed=0) -> dict:
