@@ -11,6 +11,8 @@ import platform
 import socket
 import tempfile
 import statistics
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from .core import default_device, get_world_size
+from .core import default_device, get_rank, get_world_size
 from .data import get_dataset
 from .distributed import setup_distributed, sum_over_ranks, teardown_distributed
 from .loaders import get_dls
@@ -33,9 +35,10 @@ from .train import SYNC_EVERY, Loaders, Trainer
 from .recipe import DEFAULTS, MODEL_ARGS, model_for, test_flips
 
 # %% auto #0
-__all__ = ['APPLIED', 'UNTIMED', 'REFERENCE', 'SAMPLE_REFERENCE', 'RECIPE', 'FRONTIER', 'machine', 'threads', 'fastest_threads',
-           'bench_data', 'hand_written_fit', 'bench_overhead', 'wall_clock', 'training_step', 'bench_precision',
-           'blog_recipe', 'mlpipe_recipe', 'seconds_to', 'curve_figures', 'bench_processes', 'main_job']
+__all__ = ['APPLIED', 'UNTIMED', 'PROCESSES_PAY', 'REFERENCE', 'SAMPLE_REFERENCE', 'RECIPE', 'FRONTIER', 'machine', 'threads',
+           'fastest_threads', 'bench_data', 'hand_written_fit', 'bench_overhead', 'wall_clock', 'training_step',
+           'bench_precision', 'blog_recipe', 'mlpipe_recipe', 'seconds_to', 'curve_figures', 'bench_processes',
+           'main_job']
 
 # %% ../nbs/07_bench.ipynb #e32bfcc3
 def machine() -> dict:
@@ -364,16 +367,31 @@ def _free_port() -> int:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
 
-def _recipe_process(rank: int, world: int, port: int, args: tuple, out: str):
-    "One of `world` one-thread processes training a recipe together, as under torchrun; rank 0 writes the curve."
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+def _recipe_process(job: str, # the JSON file `_in_processes` wrote: the call's arguments and where the curve goes
+                   ):
+    "One of the one-thread processes `_in_processes` starts, joined as torchrun's are; the first writes the curve."
+    job = json.loads(Path(job).read_text())
     torch.set_num_threads(1)
     setup_distributed(backend='gloo')
     try:
-        curve = mlpipe_recipe(*args)
-        if rank == 0: Path(out).write_text(json.dumps(curve))
+        curve = mlpipe_recipe(job['recipe'], job['budget_s'], job['stop_at'], job['root'], 'cpu', job['options'])
+        if get_rank() == 0: Path(job['out']).write_text(json.dumps(curve))
     finally: teardown_distributed()
+
+def _wait_all(procs: list, logs: list) -> None:
+    "Wait for every process; when one fails, stop the others (they would wait for it) and raise with its stderr."
+    while any(p.poll() is None for p in procs):
+        failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+        if failed is not None:
+            for p in procs: p.kill()
+            break
+        time.sleep(0.1)
+    for rank, (p, log) in enumerate(zip(procs, logs)):
+        if p.wait() not in (0, -9):
+            text = Path(log).read_text()
+            last = next((line for line in reversed(text.splitlines()) if line.strip()), 'no message')
+            raise RuntimeError(f"Process {rank} of {len(procs)} training the recipe failed (exit code {p.returncode}): "
+                               f"{last.removeprefix(f'[rank{rank}]: ')}\nIts output:\n{text[-3000:]}")
 
 def _in_processes(processes: int, recipe: dict, budget_s: float, stop_at: float | None, root, device,
                   options: dict) -> list[dict]:
@@ -382,13 +400,25 @@ def _in_processes(processes: int, recipe: dict, budget_s: float, stop_at: float 
         raise ValueError(f"processes must be a whole number of at least 1, got {processes!r}.")
     if torch.device(device).type != 'cpu':
         raise ValueError(f"processes={processes} is for a CPU; on GPUs, start one process per GPU with torchrun.")
-    # the package's function, not a notebook's copy of it: a new process imports what it runs
-    worker = importlib.import_module('mlpipe.bench')._recipe_process
+    package = Path(importlib.import_module('mlpipe').__file__).parent.parent  # the processes import this mlpipe
+    path = os.pathsep.join([str(package), *([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])])
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / 'curve.json'
-        args = (recipe, budget_s, stop_at, None if root is None else str(root), 'cpu', options)
-        torch.multiprocessing.spawn(worker, args=(processes, _free_port(), args, str(out)), nprocs=processes)
+        job, out = Path(tmp) / 'job.json', Path(tmp) / 'curve.json'
+        job.write_text(json.dumps({'recipe': recipe, 'budget_s': budget_s, 'stop_at': stop_at, 'options': options,
+                                   'root': None if root is None else str(root), 'out': str(out)}))
+        port, procs, logs = _free_port(), [], [Path(tmp) / f'{rank}.err' for rank in range(processes)]
+        for rank in range(processes):
+            env = {**os.environ, 'RANK': str(rank), 'LOCAL_RANK': str(rank), 'WORLD_SIZE': str(processes),
+                   'LOCAL_WORLD_SIZE': str(processes), 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
+                   'OMP_NUM_THREADS': '1', 'PYTHONPATH': path}
+            code = f"from mlpipe.bench import _recipe_process; _recipe_process({str(job)!r})"
+            with open(logs[rank], 'w') as err:
+                procs.append(subprocess.Popen([sys.executable, '-c', code], env=env, stdout=subprocess.DEVNULL,
+                                              stderr=err))
+        _wait_all(procs, logs)
         return json.loads(out.read_text())
+
+PROCESSES_PAY = 1.05  # the speed-up that makes the processes worth their start-up: below it, the noise of a run
 
 def bench_processes(recipe: dict | None = None, # settings as in `RECIPE`; default: RECIPE's on the sample, 2 epochs
                     processes: int | None = None, # one-thread processes; default one per core
@@ -407,7 +437,7 @@ def bench_processes(recipe: dict | None = None, # settings as in `RECIPE`; defau
     one, many = (statistics.median(seconds[name]) for name in ways)
     return {'dataset': recipe['dataset'], 'epochs': recipe['epochs'], 'threads': torch.get_num_threads(),
             'processes': processes, 'one_process_s': one, 'processes_s': many, 'speedup': one / many,
-            'faster': processes > 1 and many < one}
+            'faster': processes > 1 and one / many >= PROCESSES_PAY}
 
 # %% ../nbs/07_bench.ipynb #0c49289e
 # v0.1's recipe on the full Fashion-MNIST, frozen: the yardstick of every ratio, whatever the defaults become
