@@ -4,11 +4,18 @@
 
 # %% ../nbs/07_bench.ipynb #0c3c9649
 from __future__ import annotations
+import importlib
+import json
 import os
 import platform
+import socket
+import tempfile
 import statistics
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -16,8 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from .core import default_device
+from .core import default_device, get_rank, get_world_size
 from .data import get_dataset
+from .distributed import setup_distributed, sum_over_ranks, teardown_distributed
 from .loaders import get_dls
 from .eval import evaluate
 from .events import Callback
@@ -27,9 +35,10 @@ from .train import SYNC_EVERY, Loaders, Trainer
 from .recipe import DEFAULTS, MODEL_ARGS, model_for, test_flips
 
 # %% auto #0
-__all__ = ['APPLIED', 'UNTIMED', 'REFERENCE', 'SAMPLE_REFERENCE', 'RECIPE', 'FRONTIER', 'machine', 'threads', 'fastest_threads',
-           'bench_data', 'hand_written_fit', 'bench_overhead', 'wall_clock', 'training_step', 'bench_precision',
-           'blog_recipe', 'mlpipe_recipe', 'seconds_to', 'curve_figures', 'main_job']
+__all__ = ['APPLIED', 'UNTIMED', 'PROCESSES_PAY', 'REFERENCE', 'SAMPLE_REFERENCE', 'RECIPE', 'FRONTIER', 'machine', 'threads',
+           'fastest_threads', 'bench_data', 'hand_written_fit', 'bench_overhead', 'wall_clock', 'training_step',
+           'bench_precision', 'blog_recipe', 'mlpipe_recipe', 'seconds_to', 'curve_figures', 'bench_processes',
+           'main_job']
 
 # %% ../nbs/07_bench.ipynb #e32bfcc3
 def machine() -> dict:
@@ -233,21 +242,26 @@ def bench_precision(model_args: dict, # `create_model`'s arguments for the CNN
                      'channels_last': resolve_channels_last('auto', model)}}
 
 # %% ../nbs/07_bench.ipynb #31a5326b
+def _anyone(flag: bool) -> bool:
+    "Whether `flag` holds in any process: under several processes they must all stop at the same batch."
+    return sum_over_ranks(float(flag))[0] > 0 if get_world_size() > 1 else flag
+
 class _Stopwatch(Callback):
     "Training time only: the clock pauses while `score()` measures the test split after each epoch."
     def __init__(self, budget_s: float, stop_at: float | None, score: Callable, device: torch.device):
         self.budget_s, self.stop_at, self.score, self.curve = budget_s, stop_at, score, []
         self.clock, self.trained_s, self.since = wall_clock(device), 0.0, None
-        self.every = SYNC_EVERY if device.type == 'cuda' else 1  # reading a GPU's clock waits for its queued work
+        # reading a GPU's clock waits for its queued work, and asking other processes waits for them: not every batch
+        self.every = SYNC_EVERY if device.type == 'cuda' or get_world_size() > 1 else 1
     def elapsed(self) -> float: return self.trained_s + (self.clock() - self.since if self.since is not None else 0)
     def start(self): self.since = self.clock()
     def pause(self): self.trained_s, self.since = self.elapsed(), None
     def before_fit(self, trainer): self.start()
     def after_batch(self, trainer):
-        if trainer.batch % self.every == 0 and self.elapsed() > self.budget_s: trainer.stop()
+        if trainer.batch % self.every == 0 and _anyone(self.elapsed() > self.budget_s): trainer.stop()
     def after_epoch(self, trainer):
         self.pause()
-        if self.trained_s > self.budget_s: return trainer.stop()  # an epoch that ends past the budget is not scored
+        if _anyone(self.trained_s > self.budget_s): return trainer.stop()  # an epoch ending past the budget: no score
         accuracy = self.score()
         self.curve.append({'epoch': trainer.epoch, 'seconds': self.trained_s, 'accuracy': accuracy})
         if self.stop_at is not None and accuracy >= self.stop_at: trainer.stop()
@@ -309,9 +323,12 @@ def mlpipe_recipe(recipe: dict, # settings as in `RECIPE`: any keys of `DEFAULTS
                   stop_at: float | None = None, # stop once the test accuracy reaches this; None: after every epoch
                   root=None, # where datasets are kept
                   device: str | torch.device = 'cpu', # where it trains
-                  options: dict | None = None, # the `Trainer`'s speed options, e.g. {'compile': True}, where measured
+                  options: dict | None = None, # speed options where measured: the `Trainer`'s, and 'processes'
                  ) -> list[dict]:
     "mlpipe's recipe through the `Trainer`, scored on the test split each epoch: [{'epoch', 'seconds', 'accuracy'}]."
+    options = dict(options or {})
+    processes = options.pop('processes', 1)  # CPU processes of one thread each, sharing every batch
+    if processes != 1: return _in_processes(processes, recipe, budget_s, stop_at, root, device, options)
     recipe, device = {**DEFAULTS, **recipe}, torch.device(device)
     recipe['model_args'] = recipe['model_args'] or MODEL_ARGS.get(recipe['model'], {})
     seed_everything(recipe['seed'])
@@ -323,8 +340,9 @@ def mlpipe_recipe(recipe: dict, # settings as in `RECIPE`: any keys of `DEFAULTS
     watch = _Stopwatch(budget_s, stop_at, lambda: evaluate(model, dls.test, tta=tta).metrics['accuracy'], device)
     loss_func = nn.CrossEntropyLoss(label_smoothing=recipe['label_smoothing'])
     Trainer(model, Loaders(dls.train), loss_func=loss_func, lr=recipe['lr'], precision=recipe['precision'],
-            device=device, callbacks=[watch], progress=False, **(options or {})).fit(recipe['epochs'])
+            device=device, callbacks=[watch], progress=False, **options).fit(recipe['epochs'])
     return watch.curve
+
 
 # %% ../nbs/07_bench.ipynb #fa5aa956
 def seconds_to(curve: list[dict], # from `blog_recipe` or `mlpipe_recipe`
@@ -341,6 +359,85 @@ def curve_figures(curve: list[dict], # from `blog_recipe` or `mlpipe_recipe`
     return {'accuracy': max((p['accuracy'] for p in curve), default=None), 'final_accuracy': last['accuracy'],
             'epochs': len(curve), 'seconds': last['seconds'],
             **{f"seconds_to_{round(t * 100)}": seconds_to(curve, t) for t in targets}}
+
+# %% ../nbs/07_bench.ipynb #7f1ef946
+def _free_port() -> int:
+    "A TCP port nothing listens on now, for the processes to meet at."
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+def _recipe_process(job: str, # the JSON file `_in_processes` wrote: the call's arguments and where the curve goes
+                   ):
+    "One of the one-thread processes `_in_processes` starts, joined as torchrun's are; the first writes the curve."
+    job = json.loads(Path(job).read_text())
+    torch.set_num_threads(1)
+    setup_distributed(backend='gloo')
+    try:
+        curve = mlpipe_recipe(job['recipe'], job['budget_s'], job['stop_at'], job['root'], 'cpu', job['options'])
+        if get_rank() == 0: Path(job['out']).write_text(json.dumps(curve))
+    finally: teardown_distributed()
+
+def _wait_all(procs: list, logs: list) -> None:
+    "Wait for every process; when one fails, stop the others (they would wait for it) and raise with its stderr."
+    while any(p.poll() is None for p in procs):
+        failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+        if failed is not None:
+            for p in procs: p.kill()
+            break
+        time.sleep(0.1)
+    for rank, (p, log) in enumerate(zip(procs, logs)):
+        if p.wait() not in (0, -9):
+            text = Path(log).read_text()
+            last = next((line for line in reversed(text.splitlines()) if line.strip()), 'no message')
+            raise RuntimeError(f"Process {rank} of {len(procs)} training the recipe failed (exit code {p.returncode}): "
+                               f"{last.removeprefix(f'[rank{rank}]: ')}\nIts output:\n{text[-3000:]}")
+
+def _in_processes(processes: int, recipe: dict, budget_s: float, stop_at: float | None, root, device,
+                  options: dict) -> list[dict]:
+    "`mlpipe_recipe` in `processes` CPU processes of one thread each; the curve the first one measured."
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        raise ValueError(f"processes must be a whole number of at least 1, got {processes!r}.")
+    if torch.device(device).type != 'cpu':
+        raise ValueError(f"processes={processes} is for a CPU; on GPUs, start one process per GPU with torchrun.")
+    package = Path(importlib.import_module('mlpipe').__file__).parent.parent  # the processes import this mlpipe
+    path = os.pathsep.join([str(package), *([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])])
+    with tempfile.TemporaryDirectory() as tmp:
+        job, out = Path(tmp) / 'job.json', Path(tmp) / 'curve.json'
+        job.write_text(json.dumps({'recipe': recipe, 'budget_s': budget_s, 'stop_at': stop_at, 'options': options,
+                                   'root': None if root is None else str(root), 'out': str(out)}))
+        port, procs, logs = _free_port(), [], [Path(tmp) / f'{rank}.err' for rank in range(processes)]
+        for rank in range(processes):
+            env = {**os.environ, 'RANK': str(rank), 'LOCAL_RANK': str(rank), 'WORLD_SIZE': str(processes),
+                   'LOCAL_WORLD_SIZE': str(processes), 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
+                   'OMP_NUM_THREADS': '1', 'PYTHONPATH': path}
+            code = f"from mlpipe.bench import _recipe_process; _recipe_process({str(job)!r})"
+            with open(logs[rank], 'w') as err:
+                procs.append(subprocess.Popen([sys.executable, '-c', code], env=env, stdout=subprocess.DEVNULL,
+                                              stderr=err))
+        _wait_all(procs, logs)
+        return json.loads(out.read_text())
+
+PROCESSES_PAY = 1.05  # the speed-up that makes the processes worth their start-up: below it, the noise of a run
+
+def bench_processes(recipe: dict | None = None, # settings as in `RECIPE`; default: RECIPE's on the sample, 2 epochs
+                    processes: int | None = None, # one-thread processes; default one per core
+                    repeats: int = 2, # runs of each way, interleaved; the median counts
+                    root=None, # where datasets are kept
+                   ) -> dict:
+    "The training time of a recipe in this process, on its threads, and shared by one-thread processes."
+    recipe = recipe or {**RECIPE, 'dataset': 'fashion_mnist_sample', 'epochs': 2}
+    processes = processes or os.cpu_count() or 1
+    ways = {'one_process': {}, 'processes': {'processes': processes}}
+    seconds = {name: [] for name in ways}
+    for i in range(repeats):
+        for name in (ways if i % 2 == 0 else list(ways)[::-1]):  # alternate the order: a drift in load favours neither
+            curve = mlpipe_recipe(recipe, float('inf'), root=root, options=ways[name])
+            seconds[name].append(curve[-1]['seconds'])
+    one, many = (statistics.median(seconds[name]) for name in ways)
+    return {'dataset': recipe['dataset'], 'epochs': recipe['epochs'], 'threads': torch.get_num_threads(),
+            'processes': processes, 'one_process_s': one, 'processes_s': many, 'speedup': one / many,
+            'faster': processes > 1 and one / many >= PROCESSES_PAY}
 
 # %% ../nbs/07_bench.ipynb #0c49289e
 # v0.1's recipe on the full Fashion-MNIST, frozen: the yardstick of every ratio, whatever the defaults become

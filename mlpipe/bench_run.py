@@ -17,7 +17,8 @@ from .runs import UsageError
 from .recipe import device_for
 from .bench import (
     APPLIED, FRONTIER, RECIPE, REFERENCE, SAMPLE_REFERENCE, UNTIMED, bench_data, bench_overhead, bench_precision,
-    blog_recipe, curve_figures, fastest_threads, machine, main_job, mlpipe_recipe, threads, training_step)
+    bench_processes, blog_recipe, curve_figures, fastest_threads, machine, main_job, mlpipe_recipe, threads,
+    training_step)
 from .bench_arith import bench_arithmetic, bench_tries
 
 # %% auto #0
@@ -107,7 +108,16 @@ def _speed_rows(r: dict) -> list[tuple]:
              f"on for RECIPE: {on.get('channels_last')}"),
             ('tries: torch.compile / eager', compiled, '', f"on for RECIPE: {on.get('compile')}"),
             ('tries: images/s by batch size', batches, '',
-             f"RECIPE keeps its batch, {r['recipes']['RECIPE']['batch_size']}")]
+             f"RECIPE keeps its batch, {r['recipes']['RECIPE']['batch_size']}"),
+            *_processes_rows(r)]
+
+def _processes_rows(r: dict) -> list[tuple]:
+    "The row of the processes' try, where it was made (a CPU bench)."
+    if 'processes' not in r: return []
+    p, on = r['processes'], r['runs']['recipe']['options']
+    return [(f"tries: {p['processes']} one-thread processes / one process of {p['threads']} thread(s), speed",
+             _show(p['speedup'], 'x'), '', f"{p['epochs']} epochs of the sample; RECIPE runs in "
+             f"{on.get('processes', 1)} process(es)")]
 
 _NOTE = ("Times are training time only: the clock pauses while each run is scored on the test split after every "
         "epoch, for every recipe, the blog's included (as airbench does).")
@@ -152,21 +162,28 @@ def _settings(quick: bool, gpu: bool = False) -> dict:
                 'arithmetic': {'model_args': tiny, 'batch_size': 16, 'steps': 1, 'repeats': 1, 'matmul_n': 128},
                 'tries': {'model_args': tiny, 'batch_size': 16, 'batch_sizes': (8, 16), 'backend': 'eager',
                           'steps': 1, 'repeats': 1},
-                'blog': {'dataset': 'fashion_mnist_sample', 'model_args': tiny, 'budget_s': 3, 'max_epochs': 1}}
+                'blog': {'dataset': 'fashion_mnist_sample', 'model_args': tiny, 'budget_s': 3, 'max_epochs': 1},
+                'processes': {'recipe': {**_cpu_runs(True)['recipe'][0], 'epochs': 1}, 'repeats': 1}}
     return {'threads': 3, 'data': {'epochs': 3, 'batch_size': batch},
             'overhead': {'model_args': cnn, 'pairs': 4, 'batch_size': batch},
             'precision': {'model_args': cnn, 'batch_size': batch},
             'arithmetic': {'model_args': cnn, 'batch_size': batch, 'matmul_n': 8192 if gpu else 2048},
             'tries': {'model_args': cnn, 'batch_size': batch},
-            'blog': {'dataset': RECIPE['dataset'], 'model_args': cnn, 'budget_s': 900, 'max_epochs': 12}}
+            'blog': {'dataset': RECIPE['dataset'], 'model_args': cnn, 'budget_s': 900, 'max_epochs': 12},
+            'processes': {'recipe': {**RECIPE, 'dataset': 'fashion_mnist_sample', 'epochs': 2}, 'repeats': 3}}
 
-def _speed_options(tries: dict, recipe: dict, train_images: int) -> dict:
-    "The `Trainer`'s layout and compilation as measured faster, unless `recipe` sets them; compiling must pay off."
+def _speed_options(tries: dict, # `bench_tries`'s figures
+                   recipe: dict, # the recipe the options are for: what it sets itself is kept
+                   train_images: int, # images in one of its epochs
+                   processes: dict | None = None, # `bench_processes`'s figures; None: one process
+                  ) -> dict:
+    "The layout, compilation and processes that measured faster, unless `recipe` sets them; compiling must pay off."
     c = tries['compile']
     saved = train_images * recipe['epochs'] * (1 / c['eager_images_per_s'] - 1 / c['compiled_images_per_s']) \
         if 'speedup' in c else 0  # seconds the compiled step saves over the run, against what compiling costs
     chosen = {'channels_last': tries['channels_last']['faster'],
-              'compile': c['backend'] == 'inductor' and saved > c.get('compile_s', 0)}  # the Trainer's backend
+              'compile': c['backend'] == 'inductor' and saved > c.get('compile_s', 0),  # the Trainer's backend
+              'processes': processes['processes'] if processes and processes['faster'] else 1}
     return {k: recipe.get(k, v) for k, v in chosen.items()}
 
 # %% ../nbs/07b_bench_run.ipynb #9aa86edc
@@ -202,7 +219,9 @@ def _cpu_bench(s: dict, quick: bool, root, say: Callable) -> dict:
     own = 'bf16' if arithmetic['precision'] == 'bf16' else 'fp32'  # the matmul in the precision the model trains in
     say(f"arithmetic: {arithmetic[f'share_of_{own}_matmul']:.1%} of an {own} matmul; tries...")
     tries = bench_tries(**s['tries'])
-    options = _speed_options(tries, RECIPE, round(60000 * (1 - RECIPE['valid_pct'])))
+    say('processes...')
+    processes = bench_processes(root=root, **s['processes'])
+    options = _speed_options(tries, RECIPE, round(60000 * (1 - RECIPE['valid_pct'])), processes)
     say(f"the runs, with {options} for RECIPE and FRONTIER (a full bench: about 20 minutes)...")
     runs = _race(_cpu_runs(quick), root, 'cpu', options, say)
     blog = s['blog']
@@ -212,7 +231,7 @@ def _cpu_bench(s: dict, quick: bool, root, say: Callable) -> dict:
     goals = [*_cpu_goals(runs), _goal('data: in-memory loader / DataLoader', data['data_speedup'], '>=', 10, 'x'),
              _goal('overhead: Trainer / hand-written loop', overhead['trainer_overhead'], '<=', 1.02)]
     return {'goals': goals, 'runs': runs, 'data': data, 'overhead': overhead, 'precision': precision,
-            'arithmetic': arithmetic, 'tries': tries}
+            'arithmetic': arithmetic, 'tries': tries, 'processes': processes}
 
 def _gpu_bench(s: dict, quick: bool, root, device: torch.device, say: Callable) -> dict:
     "The GPU path: images/s, the arithmetic, the tries, and the time to 91%/93% (and CIFAR-10's 94% where on disk)."
