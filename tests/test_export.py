@@ -1,5 +1,5 @@
-"""Each export format written, loaded back by its own runtime and compared with the checkpoint; the extra missing in a
-fresh process; bad requests that write nothing."""
+"""Each export format written, loaded back by its own runtime and compared with the checkpoint; an extra that is
+missing named in the error; bad requests that write nothing."""
 import sys
 
 import pytest
