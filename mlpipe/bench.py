@@ -386,11 +386,12 @@ def _wait_all(procs: list, logs: list) -> None:
             for p in procs: p.kill()
             break
         time.sleep(0.1)
-    for rank, (p, log) in enumerate(zip(procs, logs)):
-        if p.wait() not in (0, -9):
+    codes = [p.wait() for p in procs]  # every process ended and reaped; those stopped here end with -9
+    for rank, (code, log) in enumerate(zip(codes, logs)):
+        if code not in (0, -9):
             text = Path(log).read_text()
             last = next((line for line in reversed(text.splitlines()) if line.strip()), 'no message')
-            raise RuntimeError(f"Process {rank} of {len(procs)} training the recipe failed (exit code {p.returncode}): "
+            raise RuntimeError(f"Process {rank} of {len(procs)} training the recipe failed (exit code {code}): "
                                f"{last.removeprefix(f'[rank{rank}]: ')}\nIts output:\n{text[-3000:]}")
 
 def _in_processes(processes: int, recipe: dict, budget_s: float, stop_at: float | None, root, device,

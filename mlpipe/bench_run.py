@@ -163,7 +163,8 @@ def _settings(quick: bool, gpu: bool = False) -> dict:
                 'tries': {'model_args': tiny, 'batch_size': 16, 'batch_sizes': (8, 16), 'backend': 'eager',
                           'steps': 1, 'repeats': 1},
                 'blog': {'dataset': 'fashion_mnist_sample', 'model_args': tiny, 'budget_s': 3, 'max_epochs': 1},
-                'processes': {'recipe': {**_cpu_runs(True)['recipe'][0], 'epochs': 1}, 'repeats': 1}}
+                # one process against one: the code of the try without starting processes (07_bench runs those)
+                'processes': {'recipe': {**_cpu_runs(True)['recipe'][0], 'epochs': 1}, 'processes': 1, 'repeats': 1}}
     return {'threads': 3, 'data': {'epochs': 3, 'batch_size': batch},
             'overhead': {'model_args': cnn, 'pairs': 4, 'batch_size': batch},
             'precision': {'model_args': cnn, 'batch_size': batch},

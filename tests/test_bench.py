@@ -11,7 +11,7 @@ import torch
 
 from mlpipe.cli import main
 
-SECTIONS = ['goals', 'runs', 'data', 'overhead', 'precision', 'arithmetic', 'tries', 'machine', 'recipes']
+SECTIONS = ['goals', 'runs', 'data', 'overhead', 'precision', 'arithmetic', 'tries', 'processes', 'machine', 'recipes']
 GOALS = ['time to 93%: RECIPE / REFERENCE', 'FRONTIER: best test accuracy', 'FRONTIER: training time to 94%',
          "time to 91%: the blog's / RECIPE's", 'main job: test accuracy on the sample',
          'main job: training time / SAMPLE_REFERENCE', 'data: in-memory loader / DataLoader',
@@ -53,6 +53,9 @@ def test_quick_bench_writes_its_figures(background):
         assert positive(figures['arithmetic'][key]), (key, figures['arithmetic'])
     compiled = figures['tries']['compile']
     assert 'unavailable' in compiled or positive(compiled['speedup']), compiled
+    processes = figures['processes']  # the quick run tries one process against one: the try's code, no processes
+    assert positive(processes['speedup']) and processes['faster'] is False, processes
+    assert figures['runs']['recipe']['options']['processes'] == 1 and 'one-thread processes' in result['stdout']
     assert {'cpu', 'cores', 'threads', 'torch'} <= set(figures['machine'])
     assert figures['quick'] is True and figures['device'] == 'cpu'
 
