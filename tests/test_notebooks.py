@@ -23,9 +23,13 @@ NOTEBOOKS = sorted(p.relative_to(NBS) for p in NBS.rglob('*.ipynb')
                    if not any(part.startswith(('.', '_')) for part in p.relative_to(NBS).parts))
 
 
+LONGEST = ('07_bench', '07b_bench_run')  # the chapters that take longest in a kernel (about 40 and 30 s idle)
+
+
 def in_a_kernel(name: Path):
-    "The test's parameter `name`, marked to run in the background; the tutorials first."
-    return pytest.param(name, marks=pytest.mark.background('notebook', str(name), first=name.parts[0] == 'tutorials'),
+    "The test's parameter `name`, marked to run in the background; the tutorials and the longest chapters first."
+    first = name.parts[0] == 'tutorials' or name.stem in LONGEST  # started early, no long run is left alone at the end
+    return pytest.param(name, marks=pytest.mark.background('notebook', str(name), first=first),
                         id=str(name.with_suffix('')))
 
 
