@@ -16,9 +16,9 @@ from .data import DataError, get_dataset
 from .runs import UsageError
 from .recipe import device_for
 from .bench import (
-    APPLIED, FRONTIER, RECIPE, REFERENCE, SAMPLE_REFERENCE, UNTIMED, bench_data, bench_overhead, bench_precision,
-    bench_processes, blog_recipe, curve_figures, fastest_threads, machine, main_job, mlpipe_recipe, threads,
-    training_step)
+    APPLIED, FRONTIER, PROCESSES_PAY, RECIPE, REFERENCE, SAMPLE_REFERENCE, UNTIMED, bench_data, bench_overhead,
+    bench_precision, bench_processes, blog_recipe, curve_figures, fastest_threads, machine, main_job, mlpipe_recipe,
+    threads, training_step)
 from .bench_arith import bench_arithmetic, bench_tries
 
 # %% auto #0
@@ -116,8 +116,8 @@ def _processes_rows(r: dict) -> list[tuple]:
     if 'processes' not in r: return []
     p, on = r['processes'], r['runs']['recipe']['options']
     return [(f"tries: {p['processes']} one-thread processes / one process of {p['threads']} thread(s), speed",
-             _show(p['speedup'], 'x'), '', f"{p['epochs']} epochs of the sample; RECIPE runs in "
-             f"{on.get('processes', 1)} process(es)")]
+             f"{p['speedup']:.3f}x", '', f"{p['epochs']} epochs of the sample; on at >= {PROCESSES_PAY}x: RECIPE "
+             f"runs in {on.get('processes', 1)} process(es)")]
 
 _NOTE = ("Times are training time only: the clock pauses while each run is scored on the test split after every "
         "epoch, for every recipe, the blog's included (as airbench does).")
