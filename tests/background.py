@@ -13,7 +13,10 @@ for a notebook, {'seconds', 'returncode', 'stdout', 'stderr', 'cwd'} for a comma
 
 Each notebook has a kernel of its own, as a fresh "Run All" has, in a scratch copy of the project (nothing it writes
 lands in the repository; the last cell's `nbdev_export()` rewrites the copy's package, so each running kernel has a copy
-of its own). Cells marked `#| slow` are dropped unless MLPIPE_SLOW=1, in which case they run like every other cell."""
+of its own). Cells marked `#| slow` are dropped unless MLPIPE_SLOW=1, in which case they run like every other cell.
+The kernels are forked from one process that has imported torch and the other libraries (tests/kernel_zygote.py: the
+imports cost each kernel 5 CPU-seconds, a minute of the suite over all the notebooks); MLPIPE_FORK_KERNELS=0 starts
+plain `python3` kernels instead."""
 import importlib.util, json, os, queue, re, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +28,9 @@ SKIP_IN_COPY = ('.git', '.venv', '_proc', '_docs', 'runs', 'data', '__pycache__'
                 '*.egg-info', '.pytest_cache', '.ruff_cache')
 TIMEOUT_S = 3600  # one cell; the bench's slow cell (the whole bench, about half an hour) is the longest
 KERNELS = max(1, int(os.environ.get('MLPIPE_KERNELS', '2')))  # runs at once (1 to time a notebook alone)
+# kernels forked from a process that imported torch already (tests/kernel_zygote.py); MLPIPE_FORK_KERNELS=0: plain ones
+FORK_KERNELS = os.environ.get('MLPIPE_FORK_KERNELS', '1') not in ('', '0')
+KERNEL_NAME = 'python3'  # the kernelspec the notebooks run on: 'python3', or the zygote's once it is serving
 
 
 def is_slow(source: str) -> bool:
@@ -57,7 +63,7 @@ def run_notebook(name: str, copies: queue.Queue) -> dict:
         path = copy/'nbs'/name
         nb = nbformat.read(path, as_version=4)
         if not SLOW: nb.cells = [c for c in nb.cells if not (c.cell_type == 'code' and is_slow(c.source))]
-        client = NotebookClient(nb, timeout=TIMEOUT_S, kernel_name='python3',
+        client = NotebookClient(nb, timeout=TIMEOUT_S, kernel_name=KERNEL_NAME,
                                 resources={'metadata': {'path': str(path.parent)}})
         start = time.monotonic()
         with tempfile.TemporaryFile('w+') as log:  # the kernel's own stderr, shown with the error when the run fails
@@ -101,14 +107,38 @@ def run_job(i: int, job: list, out: Path, copies: queue.Queue):
     os.replace(out/f'{i}.tmp', out/f'{i}.json')
 
 
+def start_zygote(folder: Path):
+    "tests/kernel_zygote.py serving kernels from `folder`, and its kernelspec's name; None where it cannot start."
+    if not FORK_KERNELS or not hasattr(os, 'fork'): return None, 'python3'
+    sys.path.insert(0, str(ROOT/'tests'))
+    import kernel_zygote
+    sock = str(folder/'zygote.sock')
+    env = {k: v for k, v in os.environ.items() if k not in ('MPLBACKEND', 'PYTHONPATH')}  # a kernel's, less the copy
+    env['MPLBACKEND'] = 'module://matplotlib_inline.backend_inline'  # what ipykernel sets before a notebook's imports
+    proc = subprocess.Popen([sys.executable, kernel_zygote.__file__, 'serve', sock], env=env, stdout=subprocess.PIPE,
+                            text=True)
+    if proc.stdout.readline().strip() != 'ready':  # its imports failed: plain kernels, which will show why
+        proc.kill()
+        return None, 'python3'
+    os.environ['JUPYTER_PATH'] = os.pathsep.join([str(folder), *filter(None, [os.environ.get('JUPYTER_PATH')])])
+    return proc, kernel_zygote.kernelspec(folder, sock)
+
+
 def main(out: str, jobs: str):
+    global KERNEL_NAME
     out, jobs = Path(out), json.loads(jobs)
     workers = min(KERNELS, len(jobs)) or 1
-    copies = queue.Queue()
+    copies, zygote, kernels = queue.Queue(), None, None
     if any(job[0] == 'notebook' for job in jobs):
         for i in range(workers): copies.put(copy_project(Path(tempfile.mkdtemp(prefix=f'project{i}-', dir=out))))
-    with ThreadPoolExecutor(workers) as pool:
-        for i, job in enumerate(jobs): pool.submit(run_job, i, job, out, copies)
+        kernels = Path(tempfile.mkdtemp(prefix='kernels-'))  # short: a socket's path has at most 107 characters
+        zygote, KERNEL_NAME = start_zygote(kernels)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for i, job in enumerate(jobs): pool.submit(run_job, i, job, out, copies)
+    finally:
+        if zygote: zygote.kill()
+        if kernels: shutil.rmtree(kernels, ignore_errors=True)
 
 
 if __name__ == '__main__': main(*sys.argv[1:])

@@ -8,7 +8,9 @@ unless MLPIPE_SLOW=1, in which case they run in the kernel like every other cell
 
 Each notebook has a kernel of its own, as a fresh "Run All" has. The runs are tests/background.py's: started when the
 session starts, KERNELS of them at a time (default 2, `MLPIPE_KERNELS=1` to time one notebook alone), the tutorials
-first (they train end to end and take longest), beside the other tests; each test here waits for its notebook's run."""
+first (they train end to end and take longest), beside the other tests; each test here waits for its notebook's run.
+The kernels are forked from a process that imported torch already (tests/kernel_zygote.py; MLPIPE_FORK_KERNELS=0 for
+plain ones): the last test checks that such a kernel sees what a plain one sees."""
 import re, sys
 from pathlib import Path
 
@@ -116,3 +118,32 @@ def test_the_runtime_requirements_are_what_the_package_imports():
     assert not missing, f'mlpipe functions import {sorted(missing)}: add them to an extra'
     unused = required - _imported(sources)
     assert not unused, f'requirements lists {sorted(unused)}, which mlpipe never imports: move them to an extra'
+
+
+def test_a_forked_kernel_is_a_fresh_kernel_of_the_project_copy(tmp_path, monkeypatch):
+    "The kernels tests/kernel_zygote.py forks see what a plain 'python3' kernel started in the same folder sees."
+    import os, background, kernel_zygote
+    monkeypatch.setattr(background, 'FORK_KERNELS', True)  # whatever MLPIPE_FORK_KERNELS says for the session
+    monkeypatch.setenv('JUPYTER_PATH', os.environ.get('JUPYTER_PATH', ''))  # start_zygote adds the spec's folder
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    copy = tmp_path/'copy'
+    (copy/'mlpipe').mkdir(parents=True)
+    (copy/'mlpipe'/'__init__.py').write_text("WHICH = 'the copy'\n")
+    probe = ("import os, sys, matplotlib, mlpipe\n"
+             "print(mlpipe.WHICH, os.getcwd(), sys.path[0], matplotlib.get_backend(), os.environ.get('PROBE'))")
+    def run(kernel_name, *cells):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        env = {**background.kernel_env(copy), 'PROBE': 'set by the test'}
+        NotebookClient(nb, kernel_name=kernel_name, timeout=120,
+                       resources={'metadata': {'path': str(tmp_path)}}).execute(env=env)
+        return nb.cells[0].outputs[0]['text']
+    zygote, name = background.start_zygote(tmp_path)
+    assert name == kernel_zygote.NAME, 'the zygote did not start'
+    try:
+        forked = run(name, probe)
+        assert forked == f"the copy {tmp_path} {copy} module://matplotlib_inline.backend_inline set by the test\n"
+        assert forked == run('python3', probe)
+        # a fresh namespace: nothing the zygote imported is a name in the notebook
+        with pytest.raises(CellExecutionError, match="name 'torch' is not defined"): run(name, 'torch.zeros(1)')
+    finally: zygote.kill()
