@@ -6,10 +6,11 @@ last: the other tests run meanwhile, each process on one thread, so the 2 cores 
 thread of pytest's, nothing here shares a working folder, stdout or warning filters with a test that changes them.
 
 Usage: python tests/background.py OUT JOBS_JSON
-JOBS_JSON is a list of jobs, each ['notebook', NAME under nbs/], ['mlpipe', ARGUMENTS...] or ['site']; they run KERNELS
-at a time (MLPIPE_KERNELS, default 2) in the given order, and job i writes OUT/i.json when it ends: {'seconds', 'error'}
-for a notebook, {'seconds', 'returncode', 'stdout', 'stderr', 'cwd'} for a command (run in the folder OUT/i), and
-{'project', 'html', 'manifest', 'log'} for the docs site's stand-in (scripts/render_site.py, built in OUT/i).
+JOBS_JSON is a list of jobs, each ['notebook', NAME under nbs/], ['mlpipe', ARGUMENTS...], ['site'] or ['probe']; they
+run KERNELS at a time (MLPIPE_KERNELS, default 2) in the given order, and job i writes OUT/i.json when it ends:
+{'seconds', 'error'} for a notebook, {'seconds', 'returncode', 'stdout', 'stderr', 'cwd'} for a command (run in the
+folder OUT/i), {'project', 'html', 'manifest', 'log'} for the docs site's stand-in (scripts/render_site.py, built in
+OUT/i), and for the probe what a cell sees in this session's kernels and in a plain one (`probe_kernels`).
 
 Each notebook has a kernel of its own, as a fresh "Run All" has, in a scratch copy of the project (nothing it writes
 lands in the repository; the last cell's `nbdev_export()` rewrites the copy's package, so each running kernel has a copy
@@ -96,11 +97,35 @@ def build_site(folder: Path) -> dict:
     return {'project': str(project), 'html': str(folder/'html'), 'manifest': manifest, 'log': log}
 
 
+PROBE = ("import os, sys, matplotlib, mlpipe\n"
+         "print(mlpipe.WHICH, os.getcwd(), sys.path[0], matplotlib.get_backend(), os.environ.get('PROBE'))")
+
+
+def probe_kernels(folder: Path) -> dict:
+    "What a notebook in `folder` sees in this session's kernels and in a plain 'python3' kernel, started alike."
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    copy = folder/'copy'  # a project copy whose mlpipe says which it is
+    (copy/'mlpipe').mkdir(parents=True)
+    (copy/'mlpipe'/'__init__.py').write_text("WHICH = 'the copy'\n")
+    def run(kernel_name, source):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+        client = NotebookClient(nb, kernel_name=kernel_name, timeout=TIMEOUT_S,
+                                resources={'metadata': {'path': str(folder)}})
+        try: client.execute(env={**kernel_env(copy), 'PROBE': 'set by the probe'})
+        except CellExecutionError as e: return f'{e.ename}: {e.evalue}'
+        return nb.cells[0].outputs[0]['text']
+    return {'kernel': KERNEL_NAME, 'folder': str(folder), 'copy': str(copy), 'this session': run(KERNEL_NAME, PROBE),
+            'plain': run('python3', PROBE), 'a name the zygote imported': run(KERNEL_NAME, 'torch.zeros(1)')}
+
+
 def run_job(i: int, job: list, out: Path, copies: queue.Queue):
     "Run job number `i` and write its result to OUT/i.json (atomically: a reader never sees half of it)."
     try:
         if job[0] == 'notebook': result = run_notebook(job[1], copies)
         elif job[0] == 'mlpipe': result = run_mlpipe(job[1:], out/str(i))
+        elif job[0] == 'probe': result = probe_kernels(Path(tempfile.mkdtemp(prefix=f'{i}-', dir=out)))
         else: result = build_site(out/str(i))
     except Exception as e: result = {'error': f'{job}: {type(e).__name__}: {e}'}
     (out/f'{i}.tmp').write_text(json.dumps(result))
@@ -131,6 +156,7 @@ def main(out: str, jobs: str):
     copies, zygote, kernels = queue.Queue(), None, None
     if any(job[0] == 'notebook' for job in jobs):
         for i in range(workers): copies.put(copy_project(Path(tempfile.mkdtemp(prefix=f'project{i}-', dir=out))))
+    if any(job[0] in ('notebook', 'probe') for job in jobs):
         kernels = Path(tempfile.mkdtemp(prefix='kernels-'))  # short: a socket's path has at most 107 characters
         zygote, KERNEL_NAME = start_zygote(kernels)
     try:

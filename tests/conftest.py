@@ -33,7 +33,8 @@ def data_cache(tmp_path_factory):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', "background(kind, *args, first=False): the test checks a long run that "
-                            "tests/background.py starts with the session (kind 'notebook' or 'mlpipe')")
+                            "tests/background.py starts with the session (kind 'notebook', 'mlpipe', 'site' or "
+                            "'probe')")
 
 
 def pytest_collection_modifyitems(items):

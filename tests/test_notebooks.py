@@ -120,30 +120,14 @@ def test_the_runtime_requirements_are_what_the_package_imports():
     assert not unused, f'requirements lists {sorted(unused)}, which mlpipe never imports: move them to an extra'
 
 
-def test_a_forked_kernel_is_a_fresh_kernel_of_the_project_copy(tmp_path, monkeypatch):
+@pytest.mark.background('probe')
+def test_a_forked_kernel_is_a_fresh_kernel_of_the_project_copy(background):
     "The kernels tests/kernel_zygote.py forks see what a plain 'python3' kernel started in the same folder sees."
-    import os, background, kernel_zygote
-    monkeypatch.setattr(background, 'FORK_KERNELS', True)  # whatever MLPIPE_FORK_KERNELS says for the session
-    monkeypatch.setenv('JUPYTER_PATH', os.environ.get('JUPYTER_PATH', ''))  # start_zygote adds the spec's folder
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-    copy = tmp_path/'copy'
-    (copy/'mlpipe').mkdir(parents=True)
-    (copy/'mlpipe'/'__init__.py').write_text("WHICH = 'the copy'\n")
-    probe = ("import os, sys, matplotlib, mlpipe\n"
-             "print(mlpipe.WHICH, os.getcwd(), sys.path[0], matplotlib.get_backend(), os.environ.get('PROBE'))")
-    def run(kernel_name, *cells):
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-        env = {**background.kernel_env(copy), 'PROBE': 'set by the test'}
-        NotebookClient(nb, kernel_name=kernel_name, timeout=120,
-                       resources={'metadata': {'path': str(tmp_path)}}).execute(env=env)
-        return nb.cells[0].outputs[0]['text']
-    zygote, name = background.start_zygote(tmp_path)
-    assert name == kernel_zygote.NAME, 'the zygote did not start'
-    try:
-        forked = run(name, probe)
-        assert forked == f"the copy {tmp_path} {copy} module://matplotlib_inline.backend_inline set by the test\n"
-        assert forked == run('python3', probe)
-        # a fresh namespace: nothing the zygote imported is a name in the notebook
-        with pytest.raises(CellExecutionError, match="name 'torch' is not defined"): run(name, 'torch.zeros(1)')
-    finally: zygote.kill()
+    import kernel_zygote
+    from background import FORK_KERNELS
+    probe = background.result('probe')
+    assert probe['kernel'] == (kernel_zygote.NAME if FORK_KERNELS else 'python3'), 'the zygote did not start'
+    seen = f"the copy {probe['folder']} {probe['copy']} module://matplotlib_inline.backend_inline set by the probe\n"
+    assert probe['this session'] == seen and probe['plain'] == seen
+    # a fresh namespace: nothing the zygote imported is a name in the notebook
+    assert probe['a name the zygote imported'] == "NameError: name 'torch' is not defined"
