@@ -133,10 +133,9 @@ def run_job(i: int, job: list, out: Path, copies: queue.Queue):
 
 
 def start_zygote(folder: Path):
-    "tests/kernel_zygote.py serving kernels from `folder`, and its kernelspec's name; None where it cannot start."
+    "tests/kernel_zygote.py serving kernels from `folder`, and its kernelspec's name; (None, 'python3') where it can't."
     if not FORK_KERNELS or not hasattr(os, 'fork'): return None, 'python3'
-    sys.path.insert(0, str(ROOT/'tests'))
-    import kernel_zygote
+    import kernel_zygote  # this file's neighbour
     sock = str(folder/'zygote.sock')
     env = {k: v for k, v in os.environ.items() if k not in ('MPLBACKEND', 'PYTHONPATH')}  # a kernel's, less the copy
     env['MPLBACKEND'] = 'module://matplotlib_inline.backend_inline'  # what ipykernel sets before a notebook's imports
