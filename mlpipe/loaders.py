@@ -95,6 +95,8 @@ class MemoryLoader:
         self.seed, self.drop_last, self.rank, self.world_size = seed, drop_last, rank, world_size
         self.shares = _shares(len(images), batch_size, rank, world_size, drop_last)
         self.epoch, self.start_batch = 0, 0
+        self.keep = None  # a bool mask over the rows: a callback (`PruneEasy`) skips the rows it marks False
+        self.rows, self.share_size = None, 0  # the last batch's rows of `images`, and its share's size before skipping
 
     def __len__(self): return len(self.shares)
 
@@ -112,8 +114,20 @@ class MemoryLoader:
             if self.augment:
                 padding, flip, g = self.augment['padding'], self.augment['flip'], _generator(self.seed, self.epoch, i)
                 x = augment_batch(x, padding, flip, g, first=share.start - i * step, total=min(step, n - i * step))
+            self.rows, self.share_size = sel, len(y)
+            if self.keep is not None: x, y = self._skip(x, y)
             yield torch.addcmul(self.shift, x.float(), self.scale), y
         self.start_batch = 0
+
+    def _skip(self, x, y):
+        "The batch without the rows `keep` marks False; a share left with fewer than 2 rows is kept whole."
+        rows = self.rows if torch.is_tensor(self.rows) else torch.arange(self.rows.start, self.rows.stop,
+                                                                          device=self.device)
+        kept = self.keep[rows]
+        if int(kept.sum()) < min(2, len(rows)): kept = torch.ones_like(kept)  # BatchNorm needs 2 rows to train
+        self.rows = rows[kept]
+        return x[kept], y[kept]
+
 
 # %% ../nbs/00a_loaders.ipynb #128155a8
 class _EpochSampler(Sampler):

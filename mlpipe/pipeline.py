@@ -19,7 +19,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .events import ProgressBar
 from .numerics import resolve_precision, seed_everything
 from .train import Trainer
-from .callbacks import Checkpoint, CSVLogger
+from .callbacks import Checkpoint, CSVLogger, PruneEasy
 from .eval import evaluate
 from .predict import load_model, predict
 from .report import write_report
@@ -88,7 +88,8 @@ def _fit(config: dict, recipe: dict, dls, model, device, folder: Path, plan: str
     with _settings_in_use():
         trainer = Trainer(model, dls, loss_func=_loss_func(config), lr=config['lr'], device=device,
                           precision=config['precision'], config=recipe, sync_batchnorm=config['sync_batchnorm'],
-                          callbacks=[checkpoint, CSVLogger(folder/'history.csv'), ProgressBar(bar=sys.stderr.isatty())])
+                          callbacks=[checkpoint, CSVLogger(folder/'history.csv'), ProgressBar(bar=sys.stderr.isatty()),
+                                     *([PruneEasy(config['prune'])] if config['prune'] else [])])
     start = time.perf_counter()
     trainer.fit(config['epochs'], resume=checkpoint.last_path if plan == 'train' else None)
     _say(f"trained in {time.perf_counter() - start:.1f}s; measuring best.pt on the test split")
@@ -101,6 +102,10 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
          ) -> Path:
     "Train a model as `config` says, save it, measure it on the test split, write the run's folder; return it."
     given = check_config(config or {})
+    wanted = DEFAULTS | given
+    if wanted['prune'] and wanted['loader'] != 'memory':  # one setting needs another: said before anything is done
+        raise UsageError(f"prune skips rows of the in-memory loader's batches: use it with loader memory (the "
+                         f"default), not {wanted['loader']}, or leave prune at 0.")
     out = broadcast_call(check_out, given.get('out'), resume)  # under torchrun, rank 0 looks before anyone writes
     plan, saved = broadcast_call(resume_plan, out) if resume else ('new', {})
     config = DEFAULTS | (_resumed_config(saved, given, out) if resume else given)
@@ -116,10 +121,11 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
         precision = resolve_precision(config['precision'], device, model)  # an impossible one fails before the folder
     folder = _claim(out, runs, None if plan in ('train', 'report') else recipe, resume)
     processes = f" x {get_world_size()} processes" if get_world_size() > 1 else ''
+    pruning = f", pruning {config['prune']:.0%} of the learned samples" if config['prune'] else ''
     try:
         _say(f"{'resuming' if resume else 'training'} {config['model']} ({count_parameters(model):,} parameters) on "
              f"{config['dataset']} ({dls.num_classes} classes), {_plural(config['epochs'], 'epoch')}, batch "
-             f"{config['batch_size']}{processes}, lr {config['lr']:g}, {device.type} {precision} -> {folder}")
+             f"{config['batch_size']}{processes}, lr {config['lr']:g}{pruning}, {device.type} {precision} -> {folder}")
         start = time.perf_counter()
         history = _fit(config, recipe, dls, model, device, folder, plan)
         run = {'command': command or 'mlpipe.pipeline.train(config)', 'dataset': config['dataset'],

@@ -58,6 +58,8 @@ SETTINGS = (
             open='low', metavar='X'),
     Setting('label_smoothing', float, 0.1, "the cross-entropy's label smoothing", low=0, high=1, open='high',
             metavar='X'),
+    Setting('prune', float, 0.0, 'skip this share of the learned samples (loss below the mean) in each epoch after the '
+            "first, until the run's last eighth (PruneEasy); 0: none", low=0, high=1, open='high', metavar='X'),
     Setting('seed', int, 42, 'seeds the split, the order, the augmentation and the weights', low=0, high=2**63 - 1,
             metavar='N'),
     Setting('valid_pct', float, 0.1, 'share of the training split held out for validation (and best.pt)', low=0,

@@ -3,7 +3,7 @@ without it on one process. Rank 0 prints each optimizer step as it ends (so a te
 the end, writes FOLDER/final.pt (the trainer's whole state) and FOLDER/result.json (history and test metrics).
 
 Usage: [torchrun --nproc-per-node 2] python distributed_worker.py FOLDER [--batch-size 64] [--epochs 2] [--dropout 0]
-       [--every 5] [--resume] [--die-at STEP | --hang-at STEP]
+       [--every 5] [--resume] [--die-at STEP | --hang-at STEP] [--prune 0.5]
 """
 import argparse, json, os, time
 from pathlib import Path
@@ -12,7 +12,7 @@ import torch
 
 torch.set_num_threads(1)  # the same arithmetic in every process, and no contention on shared cores
 
-from mlpipe.callbacks import Checkpoint
+from mlpipe.callbacks import Checkpoint, PruneEasy
 from mlpipe.checkpoint import save_checkpoint
 from mlpipe.loaders import get_dls
 from mlpipe.core import get_rank, is_main_process
@@ -43,6 +43,7 @@ def main():
     p.add_argument('--resume', action='store_true')
     p.add_argument('--die-at', type=int, default=None)
     p.add_argument('--hang-at', type=int, default=None)
+    p.add_argument('--prune', type=float, default=0.0)
     args = p.parse_args()
     folder = Path(args.folder)
     setup_distributed()
@@ -50,7 +51,8 @@ def main():
     dls = get_dls('fashion_mnist_sample', batch_size=args.batch_size, device='cpu', seed=0)
     model = create_model('mlp', in_channels=1, num_classes=10, hidden=(64,), dropout=args.dropout)
     trainer = Trainer(model, dls, lr=3e-3, device='cpu', precision='fp32', progress=False,
-                      callbacks=[Steps(args.die_at, args.hang_at), Checkpoint(folder, every_n_steps=args.every)])
+                      callbacks=[Steps(args.die_at, args.hang_at), Checkpoint(folder, every_n_steps=args.every),
+                                 *([PruneEasy(args.prune)] if args.prune else [])])
     trainer.fit(args.epochs, resume=folder/'last.pt' if args.resume else None)
     state = trainer.state_dict()  # an exchange under torchrun: every process calls it
     result = evaluate(trainer.model, dls.test, classes=dls.classes)
@@ -58,8 +60,10 @@ def main():
     except ValueError as e: refused = str(e)
     if is_main_process():
         save_checkpoint(state, folder/'final.pt')
+        pruned = next((cb for cb in trainer.callbacks if isinstance(cb, PruneEasy)), None)
         (folder/'result.json').write_text(json.dumps({'history': trainer.history.records, 'test': result.metrics,
-                                                      'n_predictions': len(result), 'sync_batchnorm_refused': refused}))
+                                                      'n_predictions': len(result), 'sync_batchnorm_refused': refused,
+                                                      'skipped': pruned and pruned.skipped}))
     teardown_distributed()
 
 

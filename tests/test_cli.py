@@ -227,6 +227,8 @@ BAD_TRAIN = [  # (arguments, exit status, what the one line says)
     (['--lr', 'fast'], 2, '--lr must be a positive number'),
     (['--seed', '-1'], 2, '--seed must be a whole number'),
     (['--checkpoint-every', '0'], 2, '--checkpoint-every must be'),
+    (['--prune', '1'], 2, '--prune must be a number from 0 to 1, 1 excluded'),
+    (['--prune', '0.5', '--loader', 'torch'], 2, "prune skips rows of the in-memory loader's batches"),
     ([], 1, 'already holds a run'),
 ]
 

@@ -1,10 +1,10 @@
 """Training and evaluation under torchrun: 2 CPU processes over gloo on the loopback interface, started the way the
 docs start several machines (a c10d rendezvous endpoint). Checks that rank 0 alone writes files, that 2 processes
-with batches of b train like 1 process with batches of 2b, that a process that dies or stops ends the whole job in
-bounded time and that the run then resumes bit-identical, that two torchrun agents as two nodes train, resume after
-one node is killed and evaluate like one node, that `mlpipe train` under torchrun counts every test sample
-once (predictions.csv has a row per sample and metrics.json equals a single-process `mlpipe eval`), and that too
-little data or another number of processes on --resume are refused."""
+with batches of b train like 1 process with batches of 2b (with `PruneEasy` skipping samples too), that a process
+that dies or stops ends the whole job in bounded time and that the run then resumes bit-identical, that two torchrun
+agents as two nodes train, resume after one node is killed and evaluate like one node, that `mlpipe train` under
+torchrun counts every test sample once (predictions.csv has a row per sample and metrics.json equals a
+single-process `mlpipe eval`), and that too little data or another number of processes on --resume are refused."""
 import contextlib, csv, io, json, os, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 
@@ -103,6 +103,19 @@ def test_two_processes_train_like_one_with_twice_the_batch(runs):
           f"({two['test']['accuracy']:.4f} vs {one['test']['accuracy']:.4f})")
     assert [r['epoch'] for r in two['history']] == [1, 2]
     assert weights < 1e-4 and valid < 1e-4 and test_loss < 1e-4 and test_acc <= 2 / 2000
+
+
+def test_with_prune_easy_two_processes_skip_the_same_samples_and_train_like_one(tmp_path):
+    "Each process skips rows of its own share; the scores are pooled, so both choose as one process would."
+    folders = {n: tmp_path/f'prune{n}' for n in (1, 2)}
+    for n, folder in folders.items():
+        done = run(worker(folder, '--batch-size', 128 // n, '--prune', 0.5, nproc=n), folder)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    two, one = (json.loads((folders[n]/'result.json').read_text()) for n in (2, 1))
+    assert two['skipped'] == one['skipped'] and one['skipped'][0] == 0 and one['skipped'][1] > 1000, one['skipped']
+    w2, w1 = (load_checkpoint(folders[n]/'final.pt')['model'] for n in (2, 1))
+    assert max((w2[k] - w1[k]).abs().max().item() for k in w1) < 1e-4
+    assert abs(two['test']['loss'] - one['test']['loss']) < 1e-4
 
 
 def test_a_process_that_dies_ends_the_job_and_the_run_resumes_bit_identical(runs, tmp_path):
