@@ -211,10 +211,14 @@ class PruneEasy(Callback):
         if pruning:  # the kept well-learned samples count for the skipped ones: the epoch's gradient stays unbiased
             self.weight = torch.where(self.easy & ~self.drop, 1 / (1 - self.ratio), 1.)
 
+    def pruned_epochs(self, epochs: int) -> list[int]:
+        "The epochs (counted from 1) of a run of `epochs` in which it skips samples: from the 2nd, before `anneal`."
+        return [e + 1 for e in range(1, epochs) if e < self.anneal * epochs]
+
     def _choose(self, epoch: int, epochs: int) -> torch.Tensor | None:
         "Which samples to skip this epoch (the same on every process), or None for all of them."
         known = self.scores.isfinite()
-        if epoch == 0 or epoch >= self.anneal * epochs or not known.any(): return None
+        if epoch + 1 not in self.pruned_epochs(epochs) or not known.any(): return None
         self.easy = known & (self.scores < self.scores[known].mean())
         coin = torch.rand(len(self.scores), generator=_generator(getattr(self.loader, 'seed', 0), epoch, 7))
         return self.easy & (coin.to(self.easy.device) < self.ratio)

@@ -81,6 +81,14 @@ def _loss_func(config: dict) -> torch.nn.Module:
     "The recipe's training loss: cross-entropy with the run's label smoothing."
     return torch.nn.CrossEntropyLoss(label_smoothing=config.get('label_smoothing', 0.0))
 
+def _pruning(prune: float, epochs: int) -> str:
+    "What `prune` does in a run of `epochs`, for the line that starts it."
+    if not prune: return ''
+    pruned = PruneEasy(prune).pruned_epochs(epochs)
+    if not pruned: return f", prune {prune:g} idle (a {epochs}-epoch run: the first epoch never skips)"
+    where = f"epoch {pruned[0]}" if len(pruned) == 1 else f"epochs {pruned[0]}-{pruned[-1]}"
+    return f", skipping {prune:.0%} of the learned samples in {where}"
+
 def _fit(config: dict, recipe: dict, dls, model, device, folder: Path, plan: str) -> list:
     "Train (or, for a run whose training ended, skip to) the end; return the history."
     if plan == 'report': return load_checkpoint(folder/'last.pt').get('history') or []
@@ -121,7 +129,7 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
         precision = resolve_precision(config['precision'], device, model)  # an impossible one fails before the folder
     folder = _claim(out, runs, None if plan in ('train', 'report') else recipe, resume)
     processes = f" x {get_world_size()} processes" if get_world_size() > 1 else ''
-    pruning = f", pruning {config['prune']:.0%} of the learned samples" if config['prune'] else ''
+    pruning = _pruning(config['prune'], config['epochs'])
     try:
         _say(f"{'resuming' if resume else 'training'} {config['model']} ({count_parameters(model):,} parameters) on "
              f"{config['dataset']} ({dls.num_classes} classes), {_plural(config['epochs'], 'epoch')}, batch "
