@@ -87,15 +87,21 @@ def resolve_channels_last(channels_last: str | bool, # 'auto', True or False
     return channels_last
 
 # %% ../nbs/01b_numerics.ipynb #997c45db
-SCHEDULES = ('onecycle', 'constant')
+SCHEDULES = ('onecycle', 'linear', 'constant')
 
 def make_scheduler(optimizer: torch.optim.Optimizer, # the optimizer whose learning rate it sets
                    schedule: str, # one of `SCHEDULES`
-                   lr: float, # the peak (one-cycle) or only (constant) learning rate
+                   lr: float, # the peak (one-cycle, linear) or only (constant) learning rate
                    total_steps: int, # optimizer steps in the whole run
                   ) -> torch.optim.lr_scheduler.LRScheduler:
-    "A learning-rate scheduler to step once per optimizer step: one-cycle up to `lr` and down, or constant."
+    "A learning-rate scheduler to step once per optimizer step: one-cycle or linear up to `lr` and down, or constant."
     if schedule == 'constant': return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if schedule == 'linear':  # airbench's triangle: from lr/5 up to lr over the first quarter, then straight to 0
+        warm = max(1, round(total_steps / 4))
+        def factor(step):
+            if step < warm: return 0.2 + 0.8 * step / warm
+            return max(0.0, 1 - (step - warm) / max(1, total_steps - warm))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if schedule != 'onecycle': raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}.")
     # cycle momentum only where the optimizer has some: it would give plain SGD a momentum it was not asked for
     momentum = 'betas' in optimizer.defaults or optimizer.defaults.get('momentum', 0) > 0

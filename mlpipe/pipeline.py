@@ -24,7 +24,8 @@ from .eval import evaluate
 from .predict import load_model, predict
 from .report import write_report
 from .runs import UsageError, brief, check_out, claim_folder, release_folder, resume_plan
-from .recipe import DEFAULTS, MODEL_ARGS, check_config, device_for, model_for, test_flips, write_config
+from .recipe import (DEFAULTS, MODEL_ARGS, OPTIMIZERS, check_config, device_for, model_for, test_flips,
+                           write_config)
 
 # %% auto #0
 __all__ = ['CHANGE_ON_RESUME', 'EVAL_KEYS', 'train', 'eval_loader', 'evaluate_run', 'predict_files', 'prediction_line']
@@ -94,7 +95,8 @@ def _fit(config: dict, recipe: dict, dls, model, device, folder: Path, plan: str
     if plan == 'report': return load_checkpoint(folder/'last.pt').get('history') or []
     checkpoint = Checkpoint(folder, monitor='valid_loss', every_n_steps=config['checkpoint_every'])
     with _settings_in_use():
-        trainer = Trainer(model, dls, loss_func=_loss_func(config), lr=config['lr'], device=device,
+        trainer = Trainer(model, dls, loss_func=_loss_func(config), opt_func=OPTIMIZERS[config['optimizer']],
+                          lr=config['lr'], schedule=config['schedule'], device=device,
                           precision=config['precision'], config=recipe, sync_batchnorm=config['sync_batchnorm'],
                           callbacks=[checkpoint, CSVLogger(folder/'history.csv'), ProgressBar(bar=sys.stderr.isatty()),
                                      *([PruneEasy(config['prune'])] if config['prune'] else [])])
@@ -130,10 +132,13 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
     folder = _claim(out, runs, None if plan in ('train', 'report') else recipe, resume)
     processes = f" x {get_world_size()} processes" if get_world_size() > 1 else ''
     pruning = _pruning(config['prune'], config['epochs'])
+    how = '' if (config['optimizer'], config['schedule']) == ('adamw', 'onecycle') else \
+        f" ({config['optimizer']}, {config['schedule']} schedule)"
     try:
         _say(f"{'resuming' if resume else 'training'} {config['model']} ({count_parameters(model):,} parameters) on "
              f"{config['dataset']} ({dls.num_classes} classes), {_plural(config['epochs'], 'epoch')}, batch "
-             f"{config['batch_size']}{processes}, lr {config['lr']:g}{pruning}, {device.type} {precision} -> {folder}")
+             f"{config['batch_size']}{processes}, lr {config['lr']:g}{how}{pruning}, {device.type} {precision} -> "
+             f"{folder}")
         start = time.perf_counter()
         history = _fit(config, recipe, dls, model, device, folder, plan)
         run = {'command': command or 'mlpipe.pipeline.train(config)', 'dataset': config['dataset'],

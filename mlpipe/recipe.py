@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, difflib, inspect, math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -14,13 +15,13 @@ import yaml
 from .core import check_positive_int, check_positive_number, default_device
 from .data import AUGMENT, DATASETS
 from .model import DEFAULT_MODEL, MODELS, create_model
-from .numerics import PRECISIONS
+from .numerics import PRECISIONS, SCHEDULES
 from .runs import UsageError, brief, write_atomic
 
 # %% auto #0
-__all__ = ['CLASSIFIERS', 'DATA_ARGS', 'FLOAT32_MAX', 'SETTINGS', 'SETTING', 'DEFAULTS', 'MODEL_ARGS', 'MAX_CONFIG_BYTES',
-           'Setting', 'requirement', 'check_value', 'check_config', 'read_config', 'given_settings', 'add_flags',
-           'write_config', 'settings_table', 'model_for', 'available_devices', 'device_for', 'test_flips']
+__all__ = ['CLASSIFIERS', 'DATA_ARGS', 'FLOAT32_MAX', 'OPTIMIZERS', 'SETTINGS', 'SETTING', 'DEFAULTS', 'MODEL_ARGS',
+           'MAX_CONFIG_BYTES', 'Setting', 'requirement', 'check_value', 'check_config', 'read_config', 'given_settings',
+           'add_flags', 'write_config', 'settings_table', 'model_for', 'available_devices', 'device_for', 'test_flips']
 
 # %% ../nbs/05_recipe.ipynb #f0fb4513
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ CLASSIFIERS = tuple(name for name, cls in MODELS.items()
                     if {'in_channels', 'num_classes'} <= set(inspect.signature(cls).parameters))
 DATA_ARGS = ('in_channels', 'num_classes', 'size')  # model arguments taken from the data, never from the user
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # a learning rate beyond this is infinite to the optimizer
+OPTIMIZERS = {'adamw': torch.optim.AdamW,  # PyTorch's defaults: weight decay 0.01
+              'sgd': partial(torch.optim.SGD, momentum=0.9, nesterov=True, weight_decay=5e-4)}  # airbench's kind
 
 SETTINGS = (
     Setting('dataset', str, 'fashion_mnist_sample', 'the dataset; the sample ships inside the package',
@@ -54,8 +57,11 @@ SETTINGS = (
     Setting('model_args', dict, None, "the model's own arguments, e.g. {widths: [32, 64]} (default: MODEL_ARGS)"),
     Setting('epochs', int, 5, 'passes over the training split', low=1, metavar='N'),
     Setting('batch_size', int, 128, 'samples per batch, in training and evaluation', low=1, metavar='N'),
-    Setting('lr', float, 6e-3, 'peak learning rate of the one-cycle schedule (AdamW)', low=0, high=FLOAT32_MAX,
-            open='low', metavar='X'),
+    Setting('lr', float, 6e-3, "the schedule's peak learning rate", low=0, high=FLOAT32_MAX, open='low', metavar='X'),
+    Setting('optimizer', str, 'adamw', 'adamw (weight decay 0.01), or sgd (Nesterov momentum 0.9, weight decay '
+            '5e-4)', choices=tuple(OPTIMIZERS), metavar='NAME'),
+    Setting('schedule', str, 'onecycle', "the learning rate's course: onecycle, linear (up a quarter, then down to 0) "
+            'or constant', choices=SCHEDULES, metavar='NAME'),
     Setting('label_smoothing', float, 0.1, "the cross-entropy's label smoothing", low=0, high=1, open='high',
             metavar='X'),
     Setting('prune', float, 0.0, 'skip this share of the learned samples (loss below the mean) in each epoch after the '
@@ -245,7 +251,18 @@ def model_for(config: dict, # a resolved config
     if unknown:
         raise UsageError(f"model_args {', '.join(map(brief, unknown))} are not arguments of the {name} model; "
                          f"it takes {', '.join(k for k in params if k not in DATA_ARGS)}.")
-    return create_model(name, **config['model_args'], **args)
+    model = create_model(name, **config['model_args'], **args)
+    _check_takes(model, name, dls)
+    return model
+
+def _check_takes(model: torch.nn.Module, name: str, dls):
+    "A UsageError, before anything is written, where `model` cannot take the data's images (too small for it)."
+    training, size = model.training, f"{dls.channels}-channel {dls.size[0]}x{dls.size[1]}"
+    try:
+        with torch.no_grad(): model.eval()(torch.zeros(2, dls.channels, *dls.size))
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"The {name} model cannot take the data's {size} images: {str(e).splitlines()[0]}") from None
+    finally: model.train(training)
 
 def available_devices() -> list[str]:
     "The devices this machine has: cpu, then each CUDA GPU, then mps."

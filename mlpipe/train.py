@@ -19,6 +19,7 @@ from .checkpoint import CheckpointError, check_resumable, load_checkpoint
 from .core import check_positive_int, check_positive_number, default_device, get_rank, get_world_size
 from .distributed import all_gather, barrier, broadcast_buffers, mean_over_ranks, rank_batches, sum_over_ranks
 from .events import EVENTS, Callback, GradientClip, History, ProgressBar
+from .model import PatchWhitening, fit_to_data
 from .numerics import (AUTOCAST_DTYPES, SCHEDULES, as_metrics, get_rng_state, make_scheduler,
                              resolve_channels_last, resolve_precision, set_rng_state)
 
@@ -82,7 +83,7 @@ class Trainer:
                  loss_func: Callable | None = None, # None: cross-entropy; `nn.MSELoss()` for regression
                  opt_func: Callable = torch.optim.AdamW, # makes the optimizer from (params, lr=lr)
                  lr: float = 1e-3, # the learning rate; the peak of the one-cycle schedule
-                 schedule: str = 'onecycle', # 'onecycle' or 'constant', stepped every optimizer step
+                 schedule: str = 'onecycle', # 'onecycle', 'linear' or 'constant', stepped every optimizer step
                  metrics: dict | Sequence | None = None, # see `as_metrics`; None: accuracy for classification
                  callbacks: Sequence[Callback] = (), # `History` and `ProgressBar` are added when missing
                  device: str | torch.device | None = None, # None: `default_device()` (cuda, then mps, then cpu)
@@ -249,6 +250,7 @@ def fit(self: Trainer,
     if path is not None:
         try: self.load_state_dict(load_checkpoint(path, map_location=self.device))
         except CheckpointError as e: raise CheckpointError(f"Cannot resume from {path}: {e}") from None
+    self._fit_to_data()  # after the checkpoint: a resumed run keeps the layers it fitted
     self._call('before_fit')
     try:
         while self.epoch < self.epochs:
@@ -262,6 +264,22 @@ def fit(self: Trainer,
     finally: self._call('after_fit')
     barrier()  # under torchrun: rank 0 has written its files before any process goes on to read them
     return self.history
+
+@patch
+def _fit_to_data(self: Trainer, n: int = 5000):
+    "Fit the model's unfitted `PatchWhitening` layers to `n` training images, as the model sees them."
+    if not any(isinstance(m, PatchWhitening) and not m.fitted for m in self.model.modules()): return
+    loader = self.dls.train
+    if hasattr(loader, 'images'):  # the in-memory loader: its first images, normalised, with no random draw
+        images = torch.addcmul(loader.shift, loader.images[:n].float(), loader.scale)
+    else:  # a DataLoader: its first batches, leaving the training's random stream as it was
+        rng, parts = get_rng_state(), []
+        for xb, *_ in loader:
+            parts.append(xb)
+            if sum(map(len, parts)) >= n: break
+        set_rng_state(rng)
+        images = torch.cat(parts)[:n]
+    fit_to_data(self.model, images.to(self.device, torch.float32))
 
 @patch
 def _resume_path(self: Trainer, resume) -> Path | None:

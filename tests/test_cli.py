@@ -136,7 +136,9 @@ def test_predict_prints_file_class_and_probability(run, tmp_path):
 def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_yaml):
     small_cnn = tiny_yaml.with_name('small_cnn.yaml')
     small_cnn.write_text('model_args: {widths: [8, 16]}\n')
-    args = ['--model', 'cnn', '--epochs', '2', '--batch-size', '256', '--config', small_cnn]
+    # the whitened CNN with SGD and the linear schedule: a fitted stem, momentum and a LambdaLR to restore
+    args = ['--model', 'whitened_cnn', '--optimizer', 'sgd', '--schedule', 'linear', '--lr', '0.05', '--epochs', '2',
+            '--batch-size', '256', '--config', small_cnn]
     whole = mlpipe('train', *args, '--out', tmp_path/'whole')
     assert whole.returncode == 0, whole.stderr
     killed = tmp_path/'killed'
@@ -153,7 +155,7 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_yaml):
     assert not (killed/'metrics.json').exists()
     resumed = mlpipe('train', '--out', killed, '--resume')
     assert resumed.returncode == 0, resumed.stderr
-    assert 'resuming cnn' in resumed.stdout
+    assert 'resuming whitened_cnn' in resumed.stdout and 'lr 0.05 (sgd, linear schedule)' in resumed.stdout
     assert [r['epoch'] for r in csv.DictReader(open(killed/'history.csv'))] == ['1', '2']
     assert (killed/'metrics.json').read_text() == (tmp_path/'whole'/'metrics.json').read_text()
     # a finished run has nothing left to resume
@@ -221,7 +223,7 @@ def test_predict_answers_every_good_file_and_reports_each_bad_one(run, tmp_path)
 
 BAD_TRAIN = [  # (arguments, exit status, what the one line says)
     (['--dataset', 'imagenet'], 2, 'Choose one of: fashion_mnist_sample, fashion_mnist, mnist, cifar10, folder:PATH'),
-    (['--model', 'vit'], 2, 'Choose one of: mlp, cnn, resnet'),
+    (['--model', 'vit'], 2, 'Choose one of: mlp, cnn, resnet, whitened_cnn'),
     (['--epochs', '0'], 2, '--epochs must be a whole number of at least 1'),
     (['--batch-size', '-5'], 2, '--batch-size must be a whole number of at least 1'),
     (['--lr', 'fast'], 2, '--lr must be a positive number'),
@@ -229,6 +231,8 @@ BAD_TRAIN = [  # (arguments, exit status, what the one line says)
     (['--checkpoint-every', '0'], 2, '--checkpoint-every must be'),
     (['--prune', '1'], 2, '--prune must be a number from 0 to 1, 1 excluded'),
     (['--prune', '0.5', '--loader', 'torch'], 2, "prune skips rows of the in-memory loader's batches"),
+    (['--optimizer', 'adam'], 2, "Unknown optimizer 'adam' (--optimizer). Choose one of: adamw, sgd."),
+    (['--schedule', 'cosine'], 2, 'Choose one of: onecycle, linear, constant'),
     ([], 1, 'already holds a run'),
 ]
 
