@@ -59,7 +59,7 @@ SETTINGS = (
     Setting('batch_size', int, 128, 'samples per batch, in training and evaluation', low=1, metavar='N'),
     Setting('lr', float, 6e-3, "the schedule's peak learning rate", low=0, high=FLOAT32_MAX, open='low', metavar='X'),
     Setting('optimizer', str, 'adamw', 'adamw (weight decay 0.01), or sgd (Nesterov momentum 0.9, weight decay '
-            '5e-4)', choices=tuple(OPTIMIZERS), metavar='NAME'),
+            '5e-4; it wants a larger lr, such as 0.1)', choices=tuple(OPTIMIZERS), metavar='NAME'),
     Setting('schedule', str, 'onecycle', "the learning rate's course: onecycle, linear (up a quarter, then down to 0) "
             'or constant', choices=SCHEDULES, metavar='NAME'),
     Setting('label_smoothing', float, 0.1, "the cross-entropy's label smoothing", low=0, high=1, open='high',
