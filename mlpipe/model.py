@@ -14,8 +14,9 @@ from torch.utils.data import TensorDataset
 from .core import check_positive_int
 
 # %% auto #0
-__all__ = ['MODELS', 'DEFAULT_MODEL', 'Regressor', 'synthetic_regression', 'MLP', 'conv_bn', 'pooled_head', 'CNN', 'BasicBlock',
-           'ResNet', 'PatchWhitening', 'WhitenedCNN', 'fit_to_data', 'create_model', 'count_parameters', 'summary']
+__all__ = ['MODELS', 'DEFAULT_MODEL', 'Regressor', 'synthetic_regression', 'MLP', 'conv_bn', 'pooled_head', 'conv_group', 'CNN',
+           'BasicBlock', 'ResNet', 'PatchWhitening', 'WhitenedCNN', 'fit_to_data', 'create_model', 'count_parameters',
+           'summary']
 
 # %% ../nbs/01_model.ipynb #98ec4649
 def _check_sizes(model, **sizes):
@@ -92,20 +93,34 @@ def pooled_head(ni: int, # channels coming in
     "Global average pooling and a linear layer: `[batch, ni, h, w]` in, `[batch, num_classes]` out, for any `h`, `w`"
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, num_classes))
 
-# %% ../nbs/01_model.ipynb #3b31da47
+# %% ../nbs/01_model.ipynb #050ae80c
+def conv_group(ni: int, # input channels
+               nf: int, # output channels
+               pool_first: bool = False, # pool after the first conv, before its BN and ReLU (airbench's order)
+              )->nn.Sequential:
+    "Two `conv_bn` layers and a 2x2 max-pool: after both (the classic order), or after the first conv (airbench's)"
+    # ceil_mode keeps an odd side's last row (7 -> 4, not 3) and never pools a 1-pixel map to nothing
+    pool = nn.MaxPool2d(2, ceil_mode=True)
+    if not pool_first: return nn.Sequential(conv_bn(ni, nf), conv_bn(nf, nf), pool)
+    conv, *bn_relu = conv_bn(ni, nf)  # the same layers, with the pool between the conv and its BN and ReLU
+    return nn.Sequential(nn.Sequential(conv, pool, *bn_relu), conv_bn(nf, nf))
+
+# %% ../nbs/01_model.ipynb #32ceb639
 class CNN(nn.Module):
-    "Blocks of two conv3x3-BN-ReLU layers and a 2x2 max-pool, then global average pooling and a linear layer"
+    "`conv_group`s (two conv3x3-BN-ReLU layers and a 2x2 max-pool), then global average pooling and a linear layer"
     def __init__(self,
                  in_channels: int = 1, # channels of the input image
                  num_classes: int = 10, # number of logits out
                  widths: tuple = (32, 64, 128), # channels of each block; each halves the resolution
+                 pool_first: bool = False, # pool each block after its first conv (airbench's order): half the work
                 ):
         super().__init__()
         _check_sizes(self, in_channels=in_channels, num_classes=num_classes, widths=widths)
+        if not isinstance(pool_first, bool):
+            raise ValueError(f"{type(self).__name__}: pool_first must be true or false, got {pool_first!r}.")
         blocks, ni = [], in_channels
         for nf in widths:
-            # ceil_mode keeps an odd side's last row (7 -> 4, not 3) and never pools a 1-pixel map to nothing
-            blocks.append(nn.Sequential(conv_bn(ni, nf), conv_bn(nf, nf), nn.MaxPool2d(2, ceil_mode=True)))
+            blocks.append(conv_group(ni, nf, pool_first))
             ni = nf
         self.blocks = nn.Sequential(*blocks)
         self.head = pooled_head(ni, num_classes)
@@ -197,7 +212,7 @@ class PatchWhitening(nn.Module):
                              f"{x.shape[-2]}x{x.shape[-1]}: use a smaller patch, or larger images.")
         return nn.functional.relu(nn.functional.conv2d(x, self.weight, self.bias))
 
-# %% ../nbs/01_model.ipynb #8b319065
+# %% ../nbs/01_model.ipynb #851e276f
 class WhitenedCNN(CNN):
     "A `PatchWhitening` stem and a 2x2 max-pool, then the CNN's blocks, global average pooling and a linear layer"
     def __init__(self,
@@ -205,9 +220,10 @@ class WhitenedCNN(CNN):
                  num_classes: int = 10, # number of logits out
                  widths: tuple = (32, 64, 128), # channels of each block after the stem; each halves the resolution
                  patch: int = 2, # the stem's patch side: it makes 2 * in_channels * patch**2 channels
+                 pool_first: bool = False, # pool each block after its first conv (airbench's order): half the work
                 ):
         _check_sizes(self, in_channels=in_channels, patch=patch)
-        super().__init__(2 * in_channels * patch * patch, num_classes, widths)
+        super().__init__(2 * in_channels * patch * patch, num_classes, widths, pool_first)
         self.stem = nn.Sequential(PatchWhitening(in_channels, patch), nn.MaxPool2d(2, ceil_mode=True))
 
     def forward(self, x): return self.head(self.blocks(self.stem(x)))
