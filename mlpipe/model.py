@@ -93,34 +93,42 @@ def pooled_head(ni: int, # channels coming in
     "Global average pooling and a linear layer: `[batch, ni, h, w]` in, `[batch, num_classes]` out, for any `h`, `w`"
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, num_classes))
 
-# %% ../nbs/01_model.ipynb #050ae80c
+# %% ../nbs/01_model.ipynb #a613affb
 def conv_group(ni: int, # input channels
                nf: int, # output channels
                pool_first: bool = False, # pool after the first conv, before its BN and ReLU (airbench's order)
+               convs: int = 2, # `conv_bn` layers in the group
               )->nn.Sequential:
-    "Two `conv_bn` layers and a 2x2 max-pool: after both (the classic order), or after the first conv (airbench's)"
+    "`convs` `conv_bn` layers and a 2x2 max-pool: after them all (the classic order), or after the first conv (airbench's)"
+    check_positive_int('convs', convs)
     # ceil_mode keeps an odd side's last row (7 -> 4, not 3) and never pools a 1-pixel map to nothing
-    pool = nn.MaxPool2d(2, ceil_mode=True)
-    if not pool_first: return nn.Sequential(conv_bn(ni, nf), conv_bn(nf, nf), pool)
-    conv, *bn_relu = conv_bn(ni, nf)  # the same layers, with the pool between the conv and its BN and ReLU
-    return nn.Sequential(nn.Sequential(conv, pool, *bn_relu), conv_bn(nf, nf))
+    pool, rest = nn.MaxPool2d(2, ceil_mode=True), [conv_bn(nf, nf) for _ in range(convs - 1)]
+    if not pool_first: return nn.Sequential(conv_bn(ni, nf), *rest, pool)
+    conv, *bn_relu = conv_bn(ni, nf)  # the same layers, with the pool between the first conv and its BN and ReLU
+    return nn.Sequential(nn.Sequential(conv, pool, *bn_relu), *rest)
 
-# %% ../nbs/01_model.ipynb #32ceb639
+# %% ../nbs/01_model.ipynb #6dab085d
 class CNN(nn.Module):
-    "`conv_group`s (two conv3x3-BN-ReLU layers and a 2x2 max-pool), then global average pooling and a linear layer"
+    "`conv_group`s (conv3x3-BN-ReLU layers and a 2x2 max-pool), then global average pooling and a linear layer"
     def __init__(self,
                  in_channels: int = 1, # channels of the input image
                  num_classes: int = 10, # number of logits out
                  widths: tuple = (32, 64, 128), # channels of each block; each halves the resolution
                  pool_first: bool = False, # pool each block after its first conv (airbench's order): half the work
+                 convs: int | tuple = 2, # conv layers in each block: one number for all, or one for each block
                 ):
         super().__init__()
-        _check_sizes(self, in_channels=in_channels, num_classes=num_classes, widths=widths)
+        _check_sizes(self, in_channels=in_channels, num_classes=num_classes, widths=widths, convs=convs)
+        name = type(self).__name__
         if not isinstance(pool_first, bool):
-            raise ValueError(f"{type(self).__name__}: pool_first must be true or false, got {pool_first!r}.")
+            raise ValueError(f"{name}: pool_first must be true or false, got {pool_first!r}.")
+        convs = list(convs) if isinstance(convs, (list, tuple)) else [convs] * len(widths)
+        if len(convs) != len(widths):
+            raise ValueError(f"{name}: convs has {len(convs)} numbers for {len(widths)} blocks (widths {list(widths)}): "
+                             "give one number for all blocks, or one for each.")
         blocks, ni = [], in_channels
-        for nf in widths:
-            blocks.append(conv_group(ni, nf, pool_first))
+        for nf, n in zip(widths, convs):
+            blocks.append(conv_group(ni, nf, pool_first, n))
             ni = nf
         self.blocks = nn.Sequential(*blocks)
         self.head = pooled_head(ni, num_classes)
@@ -212,7 +220,7 @@ class PatchWhitening(nn.Module):
                              f"{x.shape[-2]}x{x.shape[-1]}: use a smaller patch, or larger images.")
         return nn.functional.relu(nn.functional.conv2d(x, self.weight, self.bias))
 
-# %% ../nbs/01_model.ipynb #851e276f
+# %% ../nbs/01_model.ipynb #3d571cdc
 class WhitenedCNN(CNN):
     "A `PatchWhitening` stem and a 2x2 max-pool, then the CNN's blocks, global average pooling and a linear layer"
     def __init__(self,
@@ -221,9 +229,10 @@ class WhitenedCNN(CNN):
                  widths: tuple = (32, 64, 128), # channels of each block after the stem; each halves the resolution
                  patch: int = 2, # the stem's patch side: it makes 2 * in_channels * patch**2 channels
                  pool_first: bool = False, # pool each block after its first conv (airbench's order): half the work
+                 convs: int | tuple = 2, # conv layers in each block: one number for all, or one for each block
                 ):
         _check_sizes(self, in_channels=in_channels, patch=patch)
-        super().__init__(2 * in_channels * patch * patch, num_classes, widths, pool_first)
+        super().__init__(2 * in_channels * patch * patch, num_classes, widths, pool_first, convs)
         self.stem = nn.Sequential(PatchWhitening(in_channels, patch), nn.MaxPool2d(2, ceil_mode=True))
 
     def forward(self, x): return self.head(self.blocks(self.stem(x)))
