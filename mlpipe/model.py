@@ -93,13 +93,13 @@ def pooled_head(ni: int, # channels coming in
     "Global average pooling and a linear layer: `[batch, ni, h, w]` in, `[batch, num_classes]` out, for any `h`, `w`"
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, num_classes))
 
-# %% ../nbs/01_model.ipynb #a613affb
+# %% ../nbs/01_model.ipynb #39754c0c
 def conv_group(ni: int, # input channels
                nf: int, # output channels
                pool_first: bool = False, # pool after the first conv, before its BN and ReLU (airbench's order)
                convs: int = 2, # `conv_bn` layers in the group
               )->nn.Sequential:
-    "`convs` `conv_bn` layers and a 2x2 max-pool: after them all (the classic order), or after the first conv (airbench's)"
+    "`convs` `conv_bn` layers and a 2x2 max-pool: after them all (classic), or after the first conv (airbench's)"
     check_positive_int('convs', convs)
     # ceil_mode keeps an odd side's last row (7 -> 4, not 3) and never pools a 1-pixel map to nothing
     pool, rest = nn.MaxPool2d(2, ceil_mode=True), [conv_bn(nf, nf) for _ in range(convs - 1)]
@@ -107,7 +107,7 @@ def conv_group(ni: int, # input channels
     conv, *bn_relu = conv_bn(ni, nf)  # the same layers, with the pool between the first conv and its BN and ReLU
     return nn.Sequential(nn.Sequential(conv, pool, *bn_relu), *rest)
 
-# %% ../nbs/01_model.ipynb #6dab085d
+# %% ../nbs/01_model.ipynb #ab51b95d
 class CNN(nn.Module):
     "`conv_group`s (conv3x3-BN-ReLU layers and a 2x2 max-pool), then global average pooling and a linear layer"
     def __init__(self,
@@ -124,8 +124,8 @@ class CNN(nn.Module):
             raise ValueError(f"{name}: pool_first must be true or false, got {pool_first!r}.")
         convs = list(convs) if isinstance(convs, (list, tuple)) else [convs] * len(widths)
         if len(convs) != len(widths):
-            raise ValueError(f"{name}: convs has {len(convs)} numbers for {len(widths)} blocks (widths {list(widths)}): "
-                             "give one number for all blocks, or one for each.")
+            raise ValueError(f"{name}: convs has {len(convs)} numbers for {len(widths)} blocks "
+                             f"(widths {list(widths)}): give one number for all blocks, or one for each.")
         blocks, ni = [], in_channels
         for nf, n in zip(widths, convs):
             blocks.append(conv_group(ni, nf, pool_first, n))
