@@ -154,17 +154,18 @@ class TensorBoardLogger(Callback):
         self.writer = None
 
 # %% ../nbs/02a_callbacks.ipynb #9c568213
+def _seen_over_ranks(fresh: torch.Tensor) -> torch.Tensor:
+    "`fresh` (each row's loss this epoch, NaN where unseen) with the rows every process saw; alike on every process."
+    if get_world_size() == 1: return fresh
+    # each row is seen by one process an epoch, or its copies restored from a checkpoint are equal: the max is exact
+    latest = torch.where(fresh.isnan(), -math.inf, fresh).to(_collective_device(fresh))
+    dist.all_reduce(latest, op=dist.ReduceOp.MAX)
+    return torch.where(latest == -math.inf, math.nan, latest).to(fresh.device)
+
 def _merge_over_ranks(fresh: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     "`scores` with the rows some process saw this epoch (`fresh`: NaN where none did) replaced; alike on every process."
-    seen = ~fresh.isnan()
-    if get_world_size() > 1:  # each process saw its share of every batch: add up what each saw
-        total, count = torch.where(seen, fresh, 0.), seen.float()
-        device = _collective_device(total)
-        both = torch.stack([total, count]).to(device)
-        dist.all_reduce(both)
-        total, count = both.to(fresh.device)
-        seen, fresh = count > 0, total / count.clamp(min=1)
-    return torch.where(seen, fresh, scores)
+    fresh = _seen_over_ranks(fresh)
+    return torch.where(fresh.isnan(), scores, fresh)
 
 class PruneEasy(Callback):
     "Skip a share of the samples the model already fits (loss below the mean), reweight the rest: InfoBatch's pruning."
@@ -235,8 +236,8 @@ class PruneEasy(Callback):
 
     def after_fit(self, trainer): self.loader.keep = None  # the loader serves every row again
 
-    def state_dict(self) -> dict:
-        return {'scores': self.scores, 'fresh': self.fresh, 'drop': self.drop, 'easy': self.easy,
+    def state_dict(self) -> dict:  # every process calls it: the epoch's losses so far, from every process's rows
+        return {'scores': self.scores, 'fresh': _seen_over_ranks(self.fresh), 'drop': self.drop, 'easy': self.easy,
                 'skipped': list(self.skipped)}
 
     def load_state_dict(self, state: dict):

@@ -1,10 +1,11 @@
 """Training and evaluation under torchrun: 2 CPU processes over gloo on the loopback interface, started the way the
 docs start several machines (a c10d rendezvous endpoint). Checks that rank 0 alone writes files, that 2 processes
 with batches of b train like 1 process with batches of 2b (with `PruneEasy` skipping samples too), that a process
-that dies or stops ends the whole job in bounded time and that the run then resumes bit-identical, that two torchrun
-agents as two nodes train, resume after one node is killed and evaluate like one node, that `mlpipe train` under
-torchrun counts every test sample once (predictions.csv has a row per sample and metrics.json equals a
-single-process `mlpipe eval`), and that too little data or another number of processes on --resume are refused."""
+that dies or stops answering and a node that goes down each end the whole job in bounded time, that a run stopped by
+a death on one node and by a lost node on two resumes to end bit-identical and two nodes evaluate like one, that
+`mlpipe train` under torchrun counts every test sample once (predictions.csv has a row per sample and metrics.json
+equals a single-process `mlpipe eval`), and that too little data or another number of processes on --resume are
+refused. The runs that fail on purpose share one run, started three times, as the tests share the reference runs."""
 import contextlib, csv, io, json, os, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name('distributed_worker.py')
 AUDIT = Path(__file__).with_name('rank_audit')  # its sitecustomize makes any write by rank 1 to the run folder an error
 STEPS_PER_EPOCH = 70  # the sample's 9,000 training images in global batches of 128, the last partial one dropped
+PRUNE = ('--prune', 0.5)  # every run of the MLP skips half its well-learned samples in epoch 2: the hardest to share
 MLPIPE = shutil.which('mlpipe', path=str(Path(sys.executable).parent)) or shutil.which('mlpipe')  # the command
 N_TEST = 101  # an odd number of test images: 2 processes cannot split them evenly
 
@@ -67,10 +69,11 @@ def worker(folder, *args, nproc=2) -> list:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    "The same MLP trained for 2 epochs by 2 processes with batches of 64 and by 1 process with batches of 128."
+    """The same MLP trained for 2 epochs by 2 processes with batches of 64 and by 1 process with batches of 128,
+    `PruneEasy` skipping samples in the second: the runs the tests below compare with and resume towards."""
     folders = {n: tmp_path_factory.mktemp(f'ddp{n}') for n in (1, 2)}
     for n, folder in folders.items():
-        done = run(worker(folder, '--batch-size', 128 // n, nproc=n), folder)
+        done = run(worker(folder, '--batch-size', 128 // n, *PRUNE, nproc=n), folder)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folders
 
@@ -92,8 +95,10 @@ def test_sync_batchnorm_is_refused_on_cpus(runs):
     assert one['sync_batchnorm_refused'] is None  # one process: nothing to sync
 
 
-def test_two_processes_train_like_one_with_twice_the_batch(runs):
+def test_two_processes_train_like_one_with_twice_the_batch_and_skip_the_same_samples(runs):
+    "With `PruneEasy`, each process skips rows of its own share; the scores are pooled, so both choose as one would."
     two, one = (json.loads((runs[n]/'result.json').read_text()) for n in (2, 1))
+    assert two['skipped'] == one['skipped'] and one['skipped'][0] == 0 and one['skipped'][1] > 1000, one['skipped']
     w2, w1 = (load_checkpoint(runs[n]/'final.pt')['model'] for n in (2, 1))
     weights = max((w2[k] - w1[k]).abs().max().item() for k in w1)
     valid = abs(two['history'][-1]['valid_loss'] - one['history'][-1]['valid_loss'])
@@ -103,32 +108,6 @@ def test_two_processes_train_like_one_with_twice_the_batch(runs):
           f"({two['test']['accuracy']:.4f} vs {one['test']['accuracy']:.4f})")
     assert [r['epoch'] for r in two['history']] == [1, 2]
     assert weights < 1e-4 and valid < 1e-4 and test_loss < 1e-4 and test_acc <= 2 / 2000
-
-
-def test_with_prune_easy_two_processes_skip_the_same_samples_and_train_like_one(tmp_path):
-    "Each process skips rows of its own share; the scores are pooled, so both choose as one process would."
-    folders = {n: tmp_path/f'prune{n}' for n in (1, 2)}
-    for n, folder in folders.items():
-        done = run(worker(folder, '--batch-size', 128 // n, '--prune', 0.5, nproc=n), folder)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    two, one = (json.loads((folders[n]/'result.json').read_text()) for n in (2, 1))
-    assert two['skipped'] == one['skipped'] and one['skipped'][0] == 0 and one['skipped'][1] > 1000, one['skipped']
-    w2, w1 = (load_checkpoint(folders[n]/'final.pt')['model'] for n in (2, 1))
-    assert max((w2[k] - w1[k]).abs().max().item() for k in w1) < 1e-4
-    assert abs(two['test']['loss'] - one['test']['loss']) < 1e-4
-
-
-def test_a_process_that_dies_ends_the_job_and_the_run_resumes_bit_identical(runs, tmp_path):
-    die_at = STEPS_PER_EPOCH + 12  # rank 1 exits mid second epoch; rank 0 saved last.pt at step 80
-    done = run(worker(tmp_path, '--batch-size', 64, '--every', 5, '--die-at', die_at), tmp_path, timeout=120)
-    # start-up included
-    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"
-    assert 'ChildFailedError' in done.stderr and 'exitcode  : 3' in done.stderr, done.stderr[-3000:]  # its summary
-    saved = load_checkpoint(tmp_path/'last.pt')
-    assert saved['epoch'] == 1 and 0 < saved['batch'] < STEPS_PER_EPOCH and not (tmp_path/'final.pt').exists()
-    done = run(worker(tmp_path, '--batch-size', 64, '--resume'), tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert_same(load_checkpoint(tmp_path/'final.pt'), load_checkpoint(runs[2]/'final.pt'))
 
 
 def two_nodes(folder, *args, port: int) -> list:
@@ -181,11 +160,23 @@ def wait_all(procs, timeout: float) -> list:
 
 
 @pytest.mark.slow
-def test_two_nodes_train_resume_after_an_agent_is_killed_and_count_every_test_sample_once(runs, tmp_path):
+def test_a_run_outlives_a_process_that_dies_and_a_node_that_goes_down_and_ends_bit_identical(runs, tmp_path):
+    """One run, three starts: on one node, rank 1 dies in the first epoch; resumed on two nodes (two torchrun agents),
+    one node is killed in the second, pruned, epoch; resumed on two nodes again, it ends as the uninterrupted run does,
+    and the two nodes count each test image once. Each failure ends the whole job in bounded time."""
     folder, logs = tmp_path/'run', tmp_path/'logs'
     folder.mkdir()
     logs.mkdir()
-    nodes = start_nodes(two_nodes(folder, '--batch-size', 64, '--every', 5, port=free_port()), folder, logs)
+    die_at = 40  # rank 1 exits after step 40, before its share of that step's checkpoint: rank 0 keeps step 35's
+    done = run(worker(folder, '--batch-size', 64, *PRUNE, '--every', 5, '--die-at', die_at), folder, timeout=120)
+    # start-up included
+    assert done.returncode != 0 and done.seconds < 90, f"exit {done.returncode} after {done.seconds:.0f}s"
+    assert 'ChildFailedError' in done.stderr and 'exitcode  : 3' in done.stderr, done.stderr[-3000:]  # its summary
+    saved = load_checkpoint(folder/'last.pt')
+    assert saved['epoch'] == 0 and 0 < saved['batch'] < die_at and not (folder/'final.pt').exists()
+
+    nodes = start_nodes(two_nodes(folder, '--batch-size', 64, *PRUNE, '--every', 5, '--resume', port=free_port()),
+                        folder, logs)
     end = time.monotonic() + 150
     while last_step(logs) < STEPS_PER_EPOCH + 12 and time.monotonic() < end and all(p.poll() is None for p in nodes):
         time.sleep(0.2)
@@ -196,10 +187,11 @@ def test_two_nodes_train_resume_after_an_agent_is_killed_and_count_every_test_sa
     assert status[0] != 0 and time.monotonic() - start < 90, f"the surviving node exited {status[0]}"
     saved = load_checkpoint(folder/'last.pt')
     assert saved['epoch'] == 1 and 0 < saved['batch'] < STEPS_PER_EPOCH and not (folder/'final.pt').exists()
-    nodes = start_nodes(two_nodes(folder, '--batch-size', 64, '--resume', port=free_port()), folder, logs)
+
+    nodes = start_nodes(two_nodes(folder, '--batch-size', 64, *PRUNE, '--resume', port=free_port()), folder, logs)
     output = lambda: ''.join((logs/f'node{i}.log').read_text()[-3000:] for i in (0, 1))  # noqa: E731
     assert wait_all(nodes, timeout=180) == [0, 0], output()
-    assert_same(load_checkpoint(folder/'final.pt'), load_checkpoint(runs[2]/'final.pt'))  # as on one node
+    assert_same(load_checkpoint(folder/'final.pt'), load_checkpoint(runs[2]/'final.pt'))  # as if never stopped
     two_nodes_result, one_node_result = (json.loads((f/'result.json').read_text()) for f in (folder, runs[2]))
     assert two_nodes_result['n_predictions'] == two_nodes_result['test']['n_samples'] == 2000  # each test image once
     assert two_nodes_result['test'] == one_node_result['test']
