@@ -35,8 +35,9 @@ def assert_same(a, b, where='state'):
 
 def test_killed_run_resumes_bit_identical(tmp_path):
     full, killed = tmp_path/'full', tmp_path/'killed'
-    subprocess.run(worker(full, 'full'), cwd=ROOT, check=True, capture_output=True, timeout=120)
-
+    # the uninterrupted run beside the one to kill: each process has one thread, and the machine two cores
+    whole = subprocess.Popen(worker(full, 'full'), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
     proc = subprocess.Popen(worker(killed, 'full'), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:
@@ -44,8 +45,10 @@ def test_killed_run_resumes_bit_identical(tmp_path):
                 proc.send_signal(signal.SIGKILL)
                 break
         proc.wait(timeout=60)
+        assert whole.wait(timeout=120) == 0, whole.stderr.read()
     finally:
-        if proc.poll() is None: proc.kill()
+        for p in (proc, whole):
+            if p.poll() is None: p.kill()
     assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed: {proc.stderr.read()}"
     assert not (killed/'final.pt').exists()
     saved = load_checkpoint(killed/'last.pt')  # whole, though the kill may have come while it was being replaced
