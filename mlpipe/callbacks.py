@@ -154,9 +154,9 @@ class TensorBoardLogger(Callback):
         self.writer = None
 
 # %% ../nbs/02a_callbacks.ipynb #9c568213
-def _seen_over_ranks(fresh: torch.Tensor) -> torch.Tensor:
+def _seen_over_ranks(fresh: torch.Tensor | None) -> torch.Tensor | None:
     "`fresh` (each row's loss this epoch, NaN where unseen) with the rows every process saw; alike on every process."
-    if get_world_size() == 1: return fresh
+    if fresh is None or get_world_size() == 1: return fresh  # None: a trainer saved before its run began
     # each row is seen by one process an epoch, or its copies restored from a checkpoint are equal: the max is exact
     latest = torch.where(fresh.isnan(), -math.inf, fresh).to(_collective_device(fresh))
     dist.all_reduce(latest, op=dist.ReduceOp.MAX)
