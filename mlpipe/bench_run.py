@@ -173,7 +173,8 @@ def _settings(quick: bool, gpu: bool = False) -> dict:
                 # one process against one: the code of the try without starting processes (07_bench runs those)
                 'processes': {'recipe': {**_cpu_runs(True)['recipe'][0], 'epochs': 1}, 'processes': 1, 'repeats': 1}}
     return {'threads': 3, 'data': {'epochs': 3, 'batch_size': batch},
-            'overhead': {'model_args': cnn, 'pairs': 4, 'batch_size': batch},
+            # eight pairs: one-epoch runs here vary by up to 10% each, whichever loop runs them
+            'overhead': {'model_args': cnn, 'pairs': 8, 'batch_size': batch},
             'precision': {'model_args': cnn, 'batch_size': batch},
             'arithmetic': {'model_args': cnn, 'batch_size': batch, 'matmul_n': 8192 if gpu else 2048},
             'tries': {'model_args': fast, 'batch_size': batch},
@@ -226,7 +227,7 @@ def _cpu_bench(s: dict, quick: bool, root, say: Callable) -> dict:
     say('arithmetic...')
     arithmetic = bench_arithmetic(**s['arithmetic'])
     own = 'bf16' if arithmetic['precision'] == 'bf16' else 'fp32'  # the matmul in the precision the model trains in
-    say(f"arithmetic: {arithmetic[f'share_of_{own}_matmul']:.1%} of an {own} matmul; tries...")
+    say(f"arithmetic: {arithmetic[f'share_of_{own}_matmul']:.1%} of a large {own} matmul's FLOP/s; tries...")
     tries = bench_tries(**s['tries'])
     say('processes...')
     processes = bench_processes(root=root, **s['processes'])

@@ -23,7 +23,8 @@ from .core import get_world_size
 from .distributed import all_gather, rank_batches
 
 # %% auto #0
-__all__ = ['confusion_metrics', 'EvalResult', 'evaluate', 'Markdown', 'markdown_table', 'metrics_table', 'classification_report']
+__all__ = ['SHIFTS', 'confusion_metrics', 'EvalResult', 'tta_logits', 'evaluate', 'Markdown', 'markdown_table', 'metrics_table',
+           'classification_report']
 
 # %% ../nbs/03_eval.ipynb #51f65848
 def _ratio(a: int, b: int) -> Fraction:
@@ -193,15 +194,33 @@ def _results(task, metrics, samples, classes, loss_func=None) -> EvalResult:
     return EvalResult(task, {**m, **counts, 'per_class': {'class': classes, **per_class}}, confusion=confusion,
                       classes=classes, **rows)
 
+# %% ../nbs/03_eval.ipynb #377e5eb2
+SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # (down, right) in pixels: one pixel down, up, right and left
+
+def _shifted(x: torch.Tensor, down: int, right: int) -> torch.Tensor:
+    "Images `x` [N, C, H, W] moved by one pixel or none each way, the edge rows and columns repeated into the gap."
+    h, w = x.shape[-2:]
+    return F.pad(x, (1, 1, 1, 1), mode='replicate')[..., 1 - down:1 - down + h, 1 - right:1 - right + w]
+
+def tta_logits(model: nn.Module, # the model, in eval mode
+               x: torch.Tensor, # a batch of images [N, C, H, W], on the model's device and in its dtype
+               shifts: bool = False, # also the four one-pixel shifts of the image and of its mirror image
+              ) -> torch.Tensor:
+    "Test-time flips: the mean of the float logits for `x` and its mirror image; with `shifts`, airbench's weights."
+    def both(v): return (model(v).float() + model(v.flip(-1)).float()) / 2
+    if not shifts: return both(x)
+    if x.ndim != 4:
+        raise ValueError(f"Test-time shifts move images [N, C, H, W]; these inputs have shape {list(x.shape)}.")
+    # the views as they are count half, the shifted ones share the other half (airbench's test-time translation)
+    return both(x) / 2 + sum(both(_shifted(x, *s)) for s in SHIFTS) / (2 * len(SHIFTS))
+
 # %% ../nbs/03_eval.ipynb #326ff67a
 def _outputs(model: nn.Module, dl: Iterable, device: torch.device, dtype: torch.dtype,
-             tta: bool = False) -> Iterator[tuple]:
+             tta: bool = False, shifts: bool = False) -> Iterator[tuple]:
     "Each batch's float outputs and its targets, on `device`, in loader order; under torchrun every process gets all."
     def run(x, y):
         x = x.to(device, dtype) if x.is_floating_point() else x.to(device)
-        out = model(x).float()
-        if tta: out = (out + model(x.flip(-1)).float()) / 2  # the mean of the image's and its mirror image's logits
-        return out, y.to(device)
+        return (tta_logits(model, x, shifts) if tta else model(x).float()), y.to(device)
     if get_world_size() == 1:
         for x, y in dl: yield run(x, y)
         return
@@ -217,8 +236,11 @@ def evaluate(model: nn.Module, # the trained model, on the device it should run 
              num_classes: int | None = None, # how many classes; default `len(classes)`, else the model's outputs
              loss_func: Callable | None = None, # the training loss (torch.nn or functional): reported too, named
              tta: bool = False, # test-time flips: score each image by the mean of its and its mirror image's outputs
+             shifts: bool = False, # with `tta`: also the four one-pixel shifts of both views (`tta_logits`)
             ) -> EvalResult:
     "Measure `model` on every batch of `dl`: the task's metrics, the confusion matrix and every sample's result."
+    if shifts and not tta:
+        raise ValueError("shifts=True adds one-pixel shifts to the test-time flips: pass tta=True as well.")
     if classes is not None:
         if num_classes is not None and num_classes != len(classes):
             raise ValueError(f"num_classes={num_classes} but {len(classes)} class names were given.")
@@ -226,7 +248,7 @@ def evaluate(model: nn.Module, # the trained model, on the device it should run 
     device, dtype = _placement(model)
     metrics, samples = None, []
     with _evaluating(model):
-        for out, y in _outputs(model, dl, device, dtype, tta):
+        for out, y in _outputs(model, dl, device, dtype, tta, shifts):
             if metrics is None:  # the first batch settles the task and sets up the metrics
                 task, num_classes = _check_task(out, y, task, num_classes)
                 metrics = _metric_collection(task, num_classes, device)

@@ -24,7 +24,7 @@ from .eval import evaluate
 from .predict import load_model, predict
 from .report import write_report
 from .runs import UsageError, brief, check_out, claim_folder, release_folder, resume_plan
-from .recipe import (DEFAULTS, MODEL_ARGS, OPTIMIZERS, check_config, device_for, model_for, test_flips,
+from .recipe import (DEFAULTS, MODEL_ARGS, OPTIMIZERS, check_config, device_for, model_for, test_views,
                            write_config)
 
 # %% auto #0
@@ -49,12 +49,12 @@ def _resumed_config(saved: dict, given: dict, folder: Path) -> dict:
                          f"{brief(given[k])}. Only {', '.join(CHANGE_ON_RESUME)} may change.")
     return saved | given
 
-def _measure(checkpoint: Path, loader, device: torch.device, folder: Path, history: list, tta: bool = False,
+def _measure(checkpoint: Path, loader, device: torch.device, folder: Path, history: list, views: dict | None = None,
              loss_func=None, run: dict | None = None) -> dict:
     "Evaluate the model in `checkpoint` on `loader`, write the report to `folder`, print and return the metrics."
     model, data = load_model(checkpoint)
     # under torchrun, every process takes part
-    result = evaluate(model.to(device), loader, classes=data['classes'], loss_func=loss_func, tta=tta)
+    result = evaluate(model.to(device), loader, classes=data['classes'], loss_func=loss_func, **(views or {}))
     if is_main_process():
         write_report(result, folder, history=history, images=loader, stats=data['stats'], run=run)
     m = result.metrics
@@ -116,6 +116,11 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
     if wanted['prune'] and wanted['loader'] != 'memory':  # one setting needs another: said before anything is done
         raise UsageError(f"prune skips rows of the in-memory loader's batches: use it with loader memory (the "
                          f"default), not {wanted['loader']}, or leave prune at 0.")
+    if wanted['tta_shifts'] and not test_views(wanted)['tta']:
+        why = ('tta is off' if not wanted['tta'] else 'augment is off' if not wanted['augment'] else
+               f"{wanted['dataset']} is trained without flips")
+        raise UsageError(f"tta_shifts moves the test-time flips by a pixel, and this run has no test-time flips "
+                         f"({why}): leave tta_shifts off, or turn on what it needs.")
     out = broadcast_call(check_out, given.get('out'), resume)  # under torchrun, rank 0 looks before anyone writes
     plan, saved = broadcast_call(resume_plan, out) if resume else ('new', {})
     config = DEFAULTS | (_resumed_config(saved, given, out) if resume else given)
@@ -145,7 +150,7 @@ def train(config: dict | None = None, # settings (keys of `DEFAULTS`); the rest 
                'model': f"{config['model']} {config['model_args']}", 'epochs': config['epochs'],
                'batch size': config['batch_size'], 'learning rate': config['lr'], 'seed': config['seed'],
                'device': f'{device} {precision}{processes}', 'seconds': round(time.perf_counter() - start, 1)}
-        _measure(folder/'best.pt', dls.test, device, folder, history, test_flips(config), _loss_func(config), run)
+        _measure(folder/'best.pt', dls.test, device, folder, history, test_views(config), _loss_func(config), run)
     except KeyboardInterrupt as e:
         e.folder = folder  # for the message that says how to resume
         raise
@@ -194,7 +199,7 @@ def evaluate_run(checkpoint: str | Path, # a checkpoint written by `mlpipe train
         _say(f"evaluating {checkpoint} on the test split of {dataset} -> {folder}")
         run = {'command': command or 'mlpipe.pipeline.evaluate_run(checkpoint)', 'checkpoint': Path(checkpoint).name,
                'dataset': dataset, 'device': str(device)}
-        _measure(Path(checkpoint), loader, device, folder, state.get('history') or [], test_flips(trained),
+        _measure(Path(checkpoint), loader, device, folder, state.get('history') or [], test_views(trained),
                  _loss_func(trained), run)
     finally: release_folder(folder)
     _say(f"run folder: {folder}")
@@ -216,12 +221,13 @@ def predict_files(checkpoint: str | Path, # a checkpoint written by `mlpipe trai
     "Each file with its `Prediction` (class, probability), or with the error that kept it from one."
     # an exported ONNX model carries what it needs to be fed; a checkpoint is checked and built first
     model, data = (checkpoint, None) if str(checkpoint).endswith('.onnx') else load_model(checkpoint)
-    # a checkpoint is scored as its run's test metrics were: with test-time flips where its training flipped images
-    tta = data is not None and test_flips(load_checkpoint(checkpoint).get('config') or {})
+    # a checkpoint is scored as its run's test metrics were: test-time flips where its training flipped images,
+    # and shifts where its run asked for them; an .onnx file gives only probabilities, so neither
+    views = test_views(load_checkpoint(checkpoint).get('config') or {}) if data is not None else {}
     files = [str(f) for f in files]
     images = [_image(f) for f in files]
     good = [im for im in images if not isinstance(im, Exception)]
-    predictions = iter(predict(model, good, data=data, batch_size=batch_size, tta=tta) if good else [])
+    predictions = iter(predict(model, good, data=data, batch_size=batch_size, **views) if good else [])
     return [(f, im if isinstance(im, Exception) else next(predictions)) for f, im in zip(files, images)]
 
 def _escape(text: str) -> str:

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.transforms import functional as TF
 
 from .data import DataError, load_image
-from .eval import _evaluating, _placement
+from .eval import _evaluating, _placement, tta_logits
 from .model import MODELS, create_model
 from .checkpoint import CheckpointError, load_checkpoint
 
@@ -162,8 +162,10 @@ class OnnxClassifier:
         return torch.from_numpy(self.session.run(None, {self.input: images.cpu().numpy()})[0])
 
 # %% ../nbs/03b_predict.ipynb #ccf5e37b
-def _classifier(model, data: dict | None, tta: bool = False) -> tuple[Callable, dict]:
+def _classifier(model, data: dict | None, tta: bool = False, shifts: bool = False) -> tuple[Callable, dict]:
     "A function from a batch of images in [0, 1] to class probabilities, and the data it expects, for any model."
+    if shifts and not tta:
+        raise ValueError("shifts=True adds one-pixel shifts to the test-time flips: pass tta=True as well.")
     if isinstance(model, (str, Path)) and Path(model).suffix == '.onnx':
         if tta: raise ValueError("Test-time flips need the checkpoint: an .onnx model gives only probabilities.")
         onnx_model = OnnxClassifier(model)  # the graph takes raw pixels and normalises them itself
@@ -178,8 +180,7 @@ def _classifier(model, data: dict | None, tta: bool = False) -> tuple[Callable, 
         device, dtype = _placement(model)
         x = ((x - mean) / std).to(device, dtype)
         with _evaluating(model):
-            out = model(x).float()
-            if tta: out = (out + model(x.flip(-1)).float()) / 2  # as `evaluate` scores: the mean of both views' logits
+            out = tta_logits(model, x, shifts) if tta else model(x).float()  # as `evaluate` scores
             return out.softmax(1).cpu()
     return probabilities, data
 
@@ -197,9 +198,10 @@ def iter_predictions(model: nn.Module | str | Path, # a trained classifier, a ch
                      data: dict | None = None, # classes, channels, size, stats (`dls.info()`); a file has its own
                      batch_size: int = 256, # images per forward pass
                      tta: bool = False, # test-time flips, as `evaluate`'s: the mean of each image's and its mirror's
+                     shifts: bool = False, # with `tta`: also the one-pixel shifts of both (`tta_logits`)
                     ) -> Iterator[tuple]:
     "Each image with its `Prediction`, or with the `DataError` that says why it could not be read, in order."
-    probabilities, data = _classifier(model, data, tta)
+    probabilities, data = _classifier(model, data, tta, shifts)
     images = _image_list(images)
     if not images:
         raise ValueError("predict got no images: pass a PIL image, a file path, a tensor, or a list of them.")
@@ -218,9 +220,10 @@ def predict(model: nn.Module | str | Path, # a trained classifier, a checkpoint'
             data: dict | None = None, # classes, channels, size and stats (`dls.info()`); a file carries its own
             batch_size: int = 256, # images per forward pass
             tta: bool = False, # test-time flips, as `evaluate`'s: the mean of each image's and its mirror's
+            shifts: bool = False, # with `tta`: also the one-pixel shifts of both (`tta_logits`)
            ) -> list[Prediction]:
     "The class and probabilities of each image, prepared as the model was trained; an unreadable file is a `DataError`."
-    answers = [answer for _, answer in iter_predictions(model, images, data, batch_size, tta)]
+    answers = [answer for _, answer in iter_predictions(model, images, data, batch_size, tta, shifts)]
     error = next((a for a in answers if isinstance(a, Exception)), None)
     if error is not None: raise error
     return answers

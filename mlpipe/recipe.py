@@ -21,7 +21,7 @@ from .runs import UsageError, brief, write_atomic
 # %% auto #0
 __all__ = ['CLASSIFIERS', 'DATA_ARGS', 'FLOAT32_MAX', 'OPTIMIZERS', 'SETTINGS', 'SETTING', 'DEFAULTS', 'MODEL_ARGS',
            'MAX_CONFIG_BYTES', 'Setting', 'requirement', 'check_value', 'check_config', 'read_config', 'given_settings',
-           'add_flags', 'write_config', 'settings_table', 'model_for', 'available_devices', 'device_for', 'test_flips']
+           'add_flags', 'write_config', 'settings_table', 'model_for', 'available_devices', 'device_for', 'test_views']
 
 # %% ../nbs/05_recipe.ipynb #f0fb4513
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ SETTINGS = (
     Setting('augment', bool, True, "the dataset's random augmentation (flips, and crops where they help)",
             metavar='BOOL'),
     Setting('tta', bool, True, 'test-time flips for the test metrics, where the training flipped images',
+            metavar='BOOL'),
+    Setting('tta_shifts', bool, False, 'with tta: each view also moved one pixel four ways (5x the test passes)',
             metavar='BOOL'),
     Setting('device', str, 'auto', 'auto (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1',
             metavar='DEVICE'),
@@ -281,8 +283,10 @@ def device_for(name: str, # 'auto', or a torch device such as cpu, cuda or cuda:
                          "(or auto). Choose one with --device.")
     return device
 
-def test_flips(config: dict) -> bool:
-    "Whether a run's test metrics use test-time flips: `tta` is on and its training augmentation flipped images."
+def test_views(config: dict, # a run's config (an older one, without `tta_shifts`, scores without shifts)
+              ) -> dict:
+    "`evaluate`'s `tta` and `shifts` for a run: flips where `tta` is on and the training flipped, shifts if asked too."
     dataset = config.get('dataset') or ''
     kind = 'folder' if dataset.startswith('folder:') else dataset
-    return bool(config.get('tta') and config.get('augment') and AUGMENT.get(kind, {}).get('flip'))
+    tta = bool(config.get('tta') and config.get('augment') and AUGMENT.get(kind, {}).get('flip'))
+    return {'tta': tta, 'shifts': tta and bool(config.get('tta_shifts'))}
