@@ -49,10 +49,17 @@ def _resumed_config(saved: dict, given: dict, folder: Path) -> dict:
                          f"{brief(given[k])}. Only {', '.join(CHANGE_ON_RESUME)} may change.")
     return saved | given
 
+def _scoring(views: dict | None) -> str:
+    "How `evaluate` scores each test image with these `test_views`, in words for report.md."
+    views = views or {}
+    if views.get('shifts'): return 'the mean of the image, its mirror image and their one-pixel shifts (tta_shifts)'
+    return 'the mean of the image and its mirror image (tta)' if views.get('tta') else 'the image alone'
+
 def _measure(checkpoint: Path, loader, device: torch.device, folder: Path, history: list, views: dict | None = None,
              loss_func=None, run: dict | None = None) -> dict:
     "Evaluate the model in `checkpoint` on `loader`, write the report to `folder`, print and return the metrics."
     model, data = load_model(checkpoint)
+    if run is not None: run = {**run, 'test images scored as': _scoring(views)}
     # under torchrun, every process takes part
     result = evaluate(model.to(device), loader, classes=data['classes'], loss_func=loss_func, **(views or {}))
     if is_main_process():
