@@ -202,6 +202,11 @@ def _shifted(x: torch.Tensor, down: int, right: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     return F.pad(x, (1, 1, 1, 1), mode='replicate')[..., 1 - down:1 - down + h, 1 - right:1 - right + w]
 
+def _check_views(tta: bool, shifts: bool):
+    "Shifts move the flipped views: asked for alone, they are a ValueError that says so."
+    if shifts and not tta:
+        raise ValueError("shifts=True adds one-pixel shifts to the test-time flips: pass tta=True as well.")
+
 def tta_logits(model: nn.Module, # the model, in eval mode
                x: torch.Tensor, # a batch of images [N, C, H, W], on the model's device and in its dtype
                shifts: bool = False, # also the four one-pixel shifts of the image and of its mirror image
@@ -239,8 +244,7 @@ def evaluate(model: nn.Module, # the trained model, on the device it should run 
              shifts: bool = False, # with `tta`: also the four one-pixel shifts of both views (`tta_logits`)
             ) -> EvalResult:
     "Measure `model` on every batch of `dl`: the task's metrics, the confusion matrix and every sample's result."
-    if shifts and not tta:
-        raise ValueError("shifts=True adds one-pixel shifts to the test-time flips: pass tta=True as well.")
+    _check_views(tta, shifts)
     if classes is not None:
         if num_classes is not None and num_classes != len(classes):
             raise ValueError(f"num_classes={num_classes} but {len(classes)} class names were given.")

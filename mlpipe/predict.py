@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.transforms import functional as TF
 
 from .data import DataError, load_image
-from .eval import _evaluating, _placement, tta_logits
+from .eval import _check_views, _evaluating, _placement, tta_logits
 from .model import MODELS, create_model
 from .checkpoint import CheckpointError, load_checkpoint
 
@@ -164,8 +164,7 @@ class OnnxClassifier:
 # %% ../nbs/03b_predict.ipynb #ccf5e37b
 def _classifier(model, data: dict | None, tta: bool = False, shifts: bool = False) -> tuple[Callable, dict]:
     "A function from a batch of images in [0, 1] to class probabilities, and the data it expects, for any model."
-    if shifts and not tta:
-        raise ValueError("shifts=True adds one-pixel shifts to the test-time flips: pass tta=True as well.")
+    _check_views(tta, shifts)
     if isinstance(model, (str, Path)) and Path(model).suffix == '.onnx':
         if tta: raise ValueError("Test-time flips need the checkpoint: an .onnx model gives only probabilities.")
         onnx_model = OnnxClassifier(model)  # the graph takes raw pixels and normalises them itself
